@@ -1,0 +1,1 @@
+"""callmeback's control API: auth, personas, calls, Twilio webhooks, credits, admin."""

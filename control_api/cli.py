@@ -1,0 +1,207 @@
+"""The ``callmeback`` console script.
+
+Subcommands (design.md, "Contract"): ``up`` (the whole local stack), ``migrate``, ``serve-api``,
+``serve-voice``, ``call``, ``sim``. Expected failures (bad settings, database unreachable, a
+broken migration, a port in use) print one line naming the cause and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from voice_pipeline.db import DatabaseUnavailable, MigrationError, resolve_dsn
+from voice_pipeline.db.migrate import discover, migrate
+from voice_pipeline.db.pool import connect, redact_dsn
+from voice_pipeline.logs import configure_logging, get_logger
+from voice_pipeline.settings import ConfigError, Settings
+
+log = get_logger("callmeback")
+
+EXIT_USAGE = 2
+
+
+class StartupError(Exception):
+    """A one-line, user-facing reason the command cannot run."""
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is absent on Windows only
+        return asyncio.run(coro)
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    dsn = await resolve_dsn(settings)
+    conn = await connect(dsn, timeout=settings.db_connect_timeout)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    return [m.path.name for m in applied]
+
+
+async def _pending(settings: Settings) -> list[str]:
+    dsn = await resolve_dsn(settings)
+    conn = await connect(dsn, timeout=settings.db_connect_timeout)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        done = (
+            {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            if exists
+            else set()
+        )
+    finally:
+        await conn.close()
+    return [m.path.name for m in discover() if m.version not in done]
+
+
+def log_providers(settings: Settings) -> None:
+    modes = settings.provider_modes()
+    standins = sorted(k for k, v in modes.items() if v == "stand-in")
+    if standins:
+        log.info(
+            f"no API key for {', '.join(standins)}: using the local stand-in"
+            f"{'s' if len(standins) > 1 else ''} (callmeback sim)",
+            **modes,
+        )
+    else:
+        log.info("all providers real", **modes)
+
+
+async def _serve(
+    starters: list[Callable[[], Awaitable[Callable[[], Awaitable[None]]]]],
+) -> int:
+    """Start each service, wait for SIGINT/SIGTERM, then stop them in reverse order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        for start in starters:
+            stoppers.append(await start())
+        await stop.wait()
+        log.info("shutting_down")
+    finally:
+        for stopper in reversed(stoppers):
+            await stopper()
+    return 0
+
+
+def api_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
+    async def start() -> Callable[[], Awaitable[None]]:
+        from aiohttp import web
+
+        from control_api.app import create_app
+
+        runner = web.AppRunner(create_app(settings), shutdown_timeout=10.0, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        try:
+            await site.start()
+        except OSError as err:
+            await runner.cleanup()
+            if err.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"API_PORT {settings.api_port} on {settings.api_host} is already in use"
+                ) from err
+            raise StartupError(
+                f"cannot listen on {settings.api_host}:{settings.api_port}: {err}"
+            ) from err
+        log.info("control_api_listening", url=f"http://{settings.api_host}:{settings.api_port}")
+        return runner.cleanup
+
+    return start
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = await _migrate(settings)
+    log.info("migrations_applied" if applied else "migrations_up_to_date", files=applied)
+    return 0
+
+
+async def cmd_serve_api(settings: Settings, args: argparse.Namespace) -> int:
+    if args.migrate:
+        await _migrate(settings)
+    else:
+        pending = await _pending(settings)
+        if pending:
+            raise StartupError(
+                f"{len(pending)} migration(s) pending ({pending[0]}…): run `callmeback migrate` "
+                "or pass --migrate"
+            )
+    log_providers(settings)
+    return await _serve([api_starter(settings)])
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = await resolve_dsn(settings)
+    log.info("database", dsn=redact_dsn(dsn), embedded=settings.database_url is None)
+    await _migrate(settings)
+    log_providers(settings)
+    log.info(
+        "stack",
+        api=f"http://{settings.api_host}:{settings.api_port}",
+        voice="not started (voice pipeline issue not done yet)",
+        sim="not started (provider stand-ins issue not done yet)",
+    )
+    return await _serve([api_starter(settings)])
+
+
+async def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
+    print(f"callmeback {args.command}: not available yet in this version", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callmeback", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="the whole local stack: database, migrations, API, voice, stand-ins")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    p = sub.add_parser("serve-api", help="the control API")
+    p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    sub.add_parser("serve-voice", help="the voice WebSocket server")
+    p = sub.add_parser("call", help="place a call through the local telephony stand-in")
+    p.add_argument("--persona", default="brad")
+    sub.add_parser("sim", help="the provider stand-ins alone")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "up": cmd_up,
+    "migrate": cmd_migrate,
+    "serve-api": cmd_serve_api,
+    "serve-voice": cmd_not_yet,
+    "call": cmd_not_yet,
+    "sim": cmd_not_yet,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"callmeback: configuration error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return _run(COMMANDS[args.command](settings, args))
+    except (StartupError, DatabaseUnavailable, MigrationError) as err:
+        print(f"callmeback {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
