@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,7 +16,9 @@ from aiohttp import web
 
 from control_api.errors import ApiError, error_response
 from control_api.metrics import Metrics
-from control_api.state import DB, METRICS, SETTINGS
+from control_api.ratelimit import too_many
+from control_api.state import DB, LIMITS, METRICS, SETTINGS, TWILIO, Limits
+from control_api.twilio_rest import TwilioRest
 from voice_pipeline.db import create_pool, resolve_dsn
 from voice_pipeline.logs import get_logger
 from voice_pipeline.settings import Settings
@@ -40,7 +44,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, code, exc.reason, keep)
-    except asyncpg.PostgresConnectionStatusError:
+    except (
+        OSError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+    ):
         log.error("database_unavailable", path=request.path)
         return error_response(503, "database_unavailable", "database unavailable, try again")
     except Exception:
@@ -62,6 +71,22 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics = request.app[METRICS]
         metrics.requests.inc(route, str(status))
         metrics.latency.observe((time.perf_counter() - start) * 1000, route)
+
+
+# Twilio's webhooks (signed, bursty, from many IPs) and probes are not rate limited per IP.
+_UNLIMITED_PREFIXES = ("/api/voice/", "/health", "/ready", "/metrics")
+
+
+@web.middleware
+async def ip_rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(_UNLIMITED_PREFIXES):
+        from control_api.auth import client_ip
+
+        wait = request.app[LIMITS].per_ip.hit(client_ip(request))
+        if wait:
+            err = too_many("requests from this address", wait)
+            return error_response(err.status, err.code, err.message, err.headers)
+    return await handler(request)
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -106,26 +131,69 @@ def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
     return ctx
 
 
-def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.Application:
+async def _twilio_ctx(app: web.Application) -> AsyncIterator[None]:
+    if TWILIO not in app:
+        app[TWILIO] = TwilioRest(app[SETTINGS])
+    yield
+    await app[TWILIO].close()
+
+
+async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hourly housekeeping: purge revoked tokens that have expired anyway."""
+    from control_api.auth import purge_expired_tokens
+
+    async def loop() -> None:
+        while True:
+            try:
+                purged = await purge_expired_tokens(app[DB])
+                if purged:
+                    log.info("token_blacklist_purged", rows=purged)
+            except (OSError, asyncpg.PostgresError):
+                log.warning("token_blacklist_purge_failed")
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(loop(), name="maintenance")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    twilio: TwilioRest | None = None,
+    limits: Limits | None = None,
+    scheduler_interval: float = 5.0,
+) -> web.Application:
+    """The control API. Tests may inject a pool, a Twilio client and limits; a scheduler
+    interval of 0 disables the scheduled-call loop."""
+    from control_api import admin, auth, calls, credits, health, openapi, personas, scheduler, voice
+
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[cors_middleware(settings.cors_origins), metrics_middleware, error_middleware],
+        middlewares=[
+            cors_middleware(settings.cors_origins),
+            metrics_middleware,
+            error_middleware,
+            ip_rate_limit_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[LIMITS] = limits or Limits()
+    app[scheduler.SCHEDULER_INTERVAL] = scheduler_interval
+    if twilio is not None:
+        app[TWILIO] = twilio
     if pool is not None:
         app[DB] = pool
     else:
         app.cleanup_ctx.append(_pool_ctx(settings))
-
-    from control_api import health
-
+    app.cleanup_ctx.append(_twilio_ctx)
+    app.cleanup_ctx.append(_maintenance_ctx)
+    app.cleanup_ctx.append(scheduler.scheduler_ctx)
     app.router.add_routes(health.routes)
-    for setup in _route_modules():
-        setup(app)
+    for module in (auth, personas, calls, voice, credits, admin, openapi):
+        module.setup(app)
     return app
-
-
-def _route_modules() -> list[Callable[[web.Application], None]]:
-    """Feature modules register their own routes and background tasks."""
-    return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,3 +126,12 @@ def make_settings(tmp_path: Path, dsn: str | None = None, **env: str) -> Setting
 @pytest.fixture
 def settings(tmp_path: Path, db_dsn: str) -> Settings:
     return make_settings(tmp_path, db_dsn)
+
+
+@pytest_asyncio.fixture
+async def api(tmp_path: Path, db: asyncpg.Pool, db_dsn: str) -> AsyncIterator[Any]:
+    """The control API + Twilio stand-in on real ports (see tests/api_harness.py)."""
+    from tests.api_harness import harness_fixture
+
+    async for h in harness_fixture(tmp_path, db, db_dsn):
+        yield h
