@@ -70,7 +70,8 @@ async def apply_twilio_status(
                                      ELSE error_message END,
                 twilio_status = CASE WHEN $4 THEN $5 ELSE twilio_status END,
                 twilio_sequence = CASE WHEN $4 THEN $6 ELSE twilio_sequence END,
-                answered_at = CASE WHEN $5 = 'in-progress' THEN COALESCE(answered_at, $7::timestamptz, now())
+                answered_at = CASE WHEN $5 = 'in-progress'
+                                   THEN COALESCE(answered_at, $7::timestamptz, now())
                                    ELSE answered_at END
             WHERE id = $1
             """,
