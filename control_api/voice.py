@@ -21,7 +21,6 @@ from control_api.errors import ApiError, bad_request, not_found
 from control_api.schema import api
 from control_api.state import DB, METRICS, SETTINGS
 from voice_pipeline import stream_token
-from voice_pipeline.call_status import TERMINAL
 from voice_pipeline.db.calls import CallSidMismatch, UnknownCall, apply_twilio_status
 from voice_pipeline.logs import get_logger
 
@@ -78,9 +77,9 @@ async def twiml(request: web.Request) -> web.Response:
     if not call_sid:
         raise bad_request("CallSid is required")
     row = await request.app[DB].fetchrow(
-        "SELECT id, status, twilio_call_sid FROM calls WHERE id = $1", call_id
+        "SELECT id, status, twilio_call_sid, finalized_at FROM calls WHERE id = $1", call_id
     )
-    if row is None or (row["status"] in TERMINAL and row["twilio_call_sid"] is not None):
+    if row is None or row["finalized_at"] is not None:
         log.warning("twiml_for_unknown_or_finished_call", call_id=call_id, call_sid=call_sid)
         return web.Response(text=HANGUP, content_type="text/xml")
     if row["twilio_call_sid"] not in (None, call_sid):

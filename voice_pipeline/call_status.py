@@ -3,8 +3,8 @@
 Signals about one call arrive from three places in any order, some retried: Twilio status
 callbacks (``CallStatus`` values, possibly out of order), the voice server (socket connected),
 and our own REST outcome. Status only moves forward; a terminal status never regresses, except
-a *provisional* failure (we gave up waiting for Twilio's REST answer, so we never learned the
-call's SID) which Twilio's own callbacks may overrule.
+a *provisional* failure (we gave up waiting for Twilio's REST answer, so we do not know whether
+the call was placed) which Twilio's own callbacks may overrule.
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ async def apply_twilio_status(
             raise UnknownCall(call_id)
         if row["twilio_call_sid"] and row["twilio_call_sid"] != call_sid:
             raise CallSidMismatch(f"call {call_id} belongs to another CallSid")
-        provisional = row["twilio_call_sid"] is None  # we never heard Twilio's REST answer
+        # A failure we recorded without closing the books (no answer from Twilio's REST API) is
+        # provisional: Twilio's own word about the call overrules it.
+        provisional = row["status"] == "failed" and row["finalized_at"] is None
         new = next_status(row["status"], incoming, provisional=provisional)
         newer = (
             sequence is None or row["twilio_sequence"] is None or sequence > row["twilio_sequence"]

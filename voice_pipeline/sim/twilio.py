@@ -151,6 +151,7 @@ class TwilioFaults:
     """Injectable failures of the REST API (each ``create_error`` is used once)."""
 
     create_errors: list[tuple[int, int | None, str]] = field(default_factory=list)
+    # Delay the 201 *after* the call was created: a client that times out has still placed it.
     create_delay: float = 0.0
 
 
@@ -167,6 +168,7 @@ class TwilioSim:
         outcomes: dict[str, str] | None = None,
         callback_attempts: int = 4,
         callback_backoff: float = 0.1,
+        callback_delay: float = 0.0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -176,6 +178,7 @@ class TwilioSim:
         self.outcomes = outcomes or {}
         self.callback_attempts = callback_attempts
         self.callback_backoff = callback_backoff
+        self.callback_delay = callback_delay  # webhook latency before each status callback
         self.faults = TwilioFaults()
         self.calls: dict[str, SimCall] = {}
         self.on_stream: StreamHandler | None = None
@@ -219,8 +222,6 @@ class TwilioSim:
     async def _create(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return twilio_error(401, 20003, "Authenticate")
-        if self.faults.create_delay:
-            await asyncio.sleep(self.faults.create_delay)
         if self.faults.create_errors:
             return twilio_error(*self.faults.create_errors.pop(0))
         form = await request.post()
@@ -254,6 +255,8 @@ class TwilioSim:
         )
         self.calls[call.sid] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"sim-call-{call.sid}")
+        if self.faults.create_delay:  # the call exists; only the answer is late (or lost)
+            await asyncio.sleep(self.faults.create_delay)
         return web.json_response(call.resource(), status=201)
 
     def _find(self, request: web.Request) -> SimCall | None:
@@ -403,6 +406,8 @@ class TwilioSim:
             "Timestamp": _rfc2822(time.time()) or "",
         }
         call.sequence += 1
+        if self.callback_delay:
+            await asyncio.sleep(self.callback_delay)
         status = await self._signed_post_status(call.status_callback, params)
         call.callbacks.append((params["CallStatus"], status))
 
