@@ -312,10 +312,11 @@ async def put_relationship(request: web.Request) -> web.Response:
         for i, c in enumerate(columns)
     ]
     updates = [
-        f"{c} = user_persona_relationships.{c} || EXCLUDED.{c}"
+        # Merge only what was sent (EXCLUDED holds the defaults-filled insert value).
+        f"{c} = user_persona_relationships.{c} || ${i + 3}::jsonb"
         if c == "voice_settings"
         else f"{c} = EXCLUDED.{c}"
-        for c in columns
+        for i, c in enumerate(columns)
     ] or ["updated_at = now()"]
     row = await request.app[DB].fetchrow(
         f"INSERT INTO user_persona_relationships (user_id, persona_id"
