@@ -165,3 +165,18 @@ async def test_bad_bodies_get_clear_errors(api: Harness) -> None:
         "POST", url, json={"email": "DUPE@example.com", "password": "another-password"}
     )
     assert status == 409 and body["error"]["code"] == "email_taken"
+
+
+async def test_expired_revocations_are_purged(api: Harness) -> None:
+    from control_api.auth import purge_expired_tokens
+
+    token = await api.register("purge@example.com")
+    uid = await api.user_id(token)
+    await api.db.execute(
+        "INSERT INTO token_blacklist (token_id, user_id, expires_at) VALUES "
+        "('old', $1, now() - interval '1 minute'), ('live', $1, now() + interval '1 day')",
+        uid,
+    )
+    assert await purge_expired_tokens(api.db) == 1
+    rows = await api.db.fetch("SELECT token_id FROM token_blacklist")
+    assert [r["token_id"] for r in rows] == ["live"]
