@@ -24,6 +24,10 @@ def ulaw_to_pcm16(data: bytes) -> bytes:
     return audioop.ulaw2lin(data, 2)
 
 
+def alaw_to_pcm16(data: bytes) -> bytes:
+    return audioop.alaw2lin(data, 2)
+
+
 def pcm16_to_ulaw(data: bytes) -> bytes:
     return audioop.lin2ulaw(data, 2)
 
