@@ -28,6 +28,10 @@ def alaw_to_pcm16(data: bytes) -> bytes:
     return audioop.alaw2lin(data, 2)
 
 
+def pcm16_to_alaw(data: bytes) -> bytes:
+    return audioop.lin2alaw(data, 2)
+
+
 def pcm16_to_ulaw(data: bytes) -> bytes:
     return audioop.lin2ulaw(data, 2)
 
