@@ -328,10 +328,10 @@ class _TtsSession:
             except TimeoutError:
                 await self._error(
                     "input_timeout_exceeded",
-                    f"Have not received a new text input within the timeout of {self.timeout:.1f} "
-                    "seconds. Streaming input terminated. Please make sure to either feed the input "
-                    'in the timely manner, or to send the end of input text (empty string "") when '
-                    "done.",
+                    "Have not received a new text input within the timeout of "
+                    f"{self.timeout:.1f} seconds. Streaming input terminated. Please make sure to "
+                    "either feed the input in the timely manner, or to send the end of input text "
+                    '(empty string "") when done.',
                 )
                 return
             if msg.type != WSMsgType.TEXT:
