@@ -123,6 +123,25 @@ def api_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Await
     return start
 
 
+def sim_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
+    async def start() -> Callable[[], Awaitable[None]]:
+        from voice_pipeline.sim.stack import SimStack
+
+        stack = SimStack(settings)
+        try:
+            urls = await stack.start()
+        except OSError as err:
+            raise StartupError(f"cannot start the provider stand-ins: {err}") from err
+        log.info("stand_ins_listening", **urls)
+        return stack.stop
+
+    return start
+
+
+async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
+    return await _serve([sim_starter(settings)])
+
+
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     applied = await _migrate(settings)
     log.info("migrations_applied" if applied else "migrations_up_to_date", files=applied)
@@ -148,13 +167,15 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     log.info("database", dsn=redact_dsn(dsn), embedded=settings.database_url is None)
     await _migrate(settings)
     log_providers(settings)
+    starters = [api_starter(settings)]
+    if "stand-in" in settings.provider_modes().values():
+        starters.insert(0, sim_starter(settings))
     log.info(
         "stack",
         api=f"http://{settings.api_host}:{settings.api_port}",
         voice="not started (voice pipeline issue not done yet)",
-        sim="not started (provider stand-ins issue not done yet)",
     )
-    return await _serve([api_starter(settings)])
+    return await _serve(starters)
 
 
 async def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
@@ -182,7 +203,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "serve-api": cmd_serve_api,
     "serve-voice": cmd_not_yet,
     "call": cmd_not_yet,
-    "sim": cmd_not_yet,
+    "sim": cmd_sim,
 }
 
 

@@ -89,3 +89,46 @@ async def test_port_already_taken_is_named(tmp_path: Path, db_dsn: str) -> None:
         code, _, err = await run_cli("serve-api", env=env)
     assert code == 1
     assert f"API_PORT {port} on 127.0.0.1 is already in use" in err
+
+
+async def test_sim_serves_every_stand_in_until_sigterm(tmp_path: Path) -> None:
+    import random
+
+    base = random.randrange(20000, 60000, 4)
+    env = cli_env(
+        tmp_path,
+        SIM_BASE_PORT=str(base),
+        LLM_API_KEY="k",
+        LLM_BASE_URL=f"http://127.0.0.1:{base + 3}/v1",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "sim", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(
+                        f"http://127.0.0.1:{base + 3}/v1/models",
+                        headers={"Authorization": "Bearer k"},
+                    ) as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("sim did not start")
+            url = f"http://127.0.0.1:{base}/2010-04-01/Accounts/AC{'0' * 32}/Calls.json"
+            async with http.post(url, data={"To": "+15551234567"}) as r:
+                assert r.status == 401 and (await r.json())["code"] == 20003
+            async with http.get(f"http://127.0.0.1:{base + 1}/v1/listen") as r:
+                assert r.status == 401 and r.headers["dg-error"]
+            async with http.post(
+                f"http://127.0.0.1:{base + 2}/v1/text-to-speech/v/stream", json={"text": "hi"}
+            ) as r:
+                assert r.status == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert "stand_ins_listening" in err.decode()

@@ -33,8 +33,9 @@ class ConfigError(ValueError):
         self.var = var
 
 
-# Default loopback ports of the local stand-ins (`callmeback sim`).
-SIM_PORTS = {"twilio": 8731, "deepgram": 8732, "elevenlabs": 8733, "llm": 8734}
+# Loopback ports of the local stand-ins (`callmeback sim`): SIM_BASE_PORT + offset.
+SIM_OFFSETS = {"twilio": 0, "deepgram": 1, "elevenlabs": 2, "llm": 3}
+SIM_PORTS = {name: 8731 + off for name, off in SIM_OFFSETS.items()}
 
 # Prices (USD). Sources: seed 004 §8.1 for Twilio; ../shared/protocols.md §2.6, §3.5, §4.6 for the
 # others, where the seed's models (Nova-2 batch, Turbo v2.5, llama3.1-8b) are out of date.
@@ -91,6 +92,7 @@ class Settings:
     elevenlabs_model: str
     rates: Rates
     twilio_is_real: bool = field(default=False)
+    sim_ports: dict[str, int] = field(default_factory=lambda: dict(SIM_PORTS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +177,9 @@ def _load(env: Mapping[str, str]) -> Settings:
                 "VOICE_WS_URL", "must be wss:// in production (Twilio only speaks wss)"
             )
 
+    sim_base = _int(env, "SIM_BASE_PORT", 8731, lo=1024, hi=65532)
+    sim_ports = {name: sim_base + off for name, off in SIM_OFFSETS.items()}
+
     twilio_sid = get("TWILIO_ACCOUNT_SID")
     twilio_token = get("TWILIO_AUTH_TOKEN")
     if (twilio_sid is None) != (twilio_token is None):
@@ -187,7 +192,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         "TWILIO_API_BASE",
         get(
             "TWILIO_API_BASE",
-            "https://api.twilio.com" if twilio_real else f"http://127.0.0.1:{SIM_PORTS['twilio']}",
+            "https://api.twilio.com" if twilio_real else f"http://127.0.0.1:{sim_ports['twilio']}",
         ),
         ("http", "https"),
     ).rstrip("/")
@@ -199,7 +204,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         "DEEPGRAM_URL",
         get(
             "DEEPGRAM_URL",
-            "wss://api.deepgram.com" if deepgram_key else f"ws://127.0.0.1:{SIM_PORTS['deepgram']}",
+            "wss://api.deepgram.com" if deepgram_key else f"ws://127.0.0.1:{sim_ports['deepgram']}",
         ),
         ("ws", "wss"),
     ).rstrip("/")
@@ -208,7 +213,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         "LLM_BASE_URL",
         get(
             "LLM_BASE_URL",
-            "https://api.cerebras.ai/v1" if llm_key else f"http://127.0.0.1:{SIM_PORTS['llm']}/v1",
+            "https://api.cerebras.ai/v1" if llm_key else f"http://127.0.0.1:{sim_ports['llm']}/v1",
         ),
         ("http", "https"),
     ).rstrip("/")
@@ -219,7 +224,7 @@ def _load(env: Mapping[str, str]) -> Settings:
             "ELEVENLABS_URL",
             "wss://api.elevenlabs.io"
             if eleven_key
-            else f"ws://127.0.0.1:{SIM_PORTS['elevenlabs']}",
+            else f"ws://127.0.0.1:{sim_ports['elevenlabs']}",
         ),
         ("ws", "wss", "http", "https"),
     ).rstrip("/")
@@ -279,6 +284,7 @@ def _load(env: Mapping[str, str]) -> Settings:
             elevenlabs_usd_per_kchar=_decimal(env, "RATE_ELEVENLABS_USD_PER_KCHAR"),
         ),
         twilio_is_real=twilio_real,
+        sim_ports=sim_ports,
     )
 
 

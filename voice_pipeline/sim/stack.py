@@ -1,0 +1,92 @@
+"""All four stand-ins in one process, sharing the scripted caller's ScriptBook.
+
+Used by ``callmeback sim``, ``callmeback up`` (when keys are missing), the end-to-end tests and
+the benchmark (which runs it in a separate process from the server under test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from voice_pipeline.settings import Settings
+from voice_pipeline.sim.deepgram import DeepgramSim
+from voice_pipeline.sim.elevenlabs import ElevenLabsSim
+from voice_pipeline.sim.latency import Latency
+from voice_pipeline.sim.llm import LlmSim
+from voice_pipeline.sim.signals import ScriptBook
+from voice_pipeline.sim.twilio import TwilioSim
+from voice_pipeline.sim.twilio_media import CallerScript, MediaStreamCaller
+
+
+@dataclass
+class Latencies:
+    """Realistic defaults for benchmarks (tests use zeros)."""
+
+    deepgram: Latency = field(default_factory=Latency)
+    llm: Latency = field(default_factory=Latency)
+    elevenlabs: Latency = field(default_factory=Latency)
+
+
+class SimStack:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        latencies: Latencies | None = None,
+        ring_delay: float = 0.3,
+        default_script: CallerScript | None = None,
+    ) -> None:
+        lat = latencies or Latencies()
+        self.settings = settings
+        self.book = ScriptBook()
+        self.twilio = TwilioSim(
+            settings.twilio_account_sid, settings.twilio_auth_token, ring_delay=ring_delay
+        )
+        self.caller = MediaStreamCaller(
+            settings.twilio_auth_token, self.book, default_script=default_script
+        )
+        self.twilio.on_stream = self.caller
+        self.deepgram = DeepgramSim(
+            api_key=settings.deepgram_api_key, book=self.book, latency=lat.deepgram
+        )
+        self.llm = LlmSim(
+            api_key=settings.llm_api_key,
+            latency=lat.llm,
+            models=(settings.llm_model, "gpt-oss-120b", "local"),
+        )
+        self.elevenlabs = ElevenLabsSim(api_key=settings.elevenlabs_api_key, latency=lat.elevenlabs)
+        self._runners: list[web.AppRunner] = []
+        self.urls: dict[str, str] = {}
+
+    async def start(
+        self, host: str = "127.0.0.1", ports: dict[str, int] | None = None
+    ) -> dict[str, str]:
+        ports = {**self.settings.sim_ports, **(ports or {})}
+        apps = {
+            "twilio": self.twilio.app,
+            "deepgram": self.deepgram.app,
+            "llm": self.llm.app,
+            "elevenlabs": self.elevenlabs.app,
+        }
+        for name, app in apps.items():
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+            await runner.setup()
+            site = web.TCPSite(runner, host, ports[name])
+            try:
+                await site.start()
+            except OSError:
+                await runner.cleanup()
+                await self.stop()
+                raise
+            self._runners.append(runner)
+            port = runner.addresses[0][1]
+            scheme = "ws" if name in ("deepgram", "elevenlabs") else "http"
+            self.urls[name] = f"{scheme}://{host}:{port}" + ("/v1" if name == "llm" else "")
+        return self.urls
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
