@@ -222,3 +222,43 @@ async def test_refused_upgrade_is_recorded() -> None:
     server.close()
     assert caller.logs[call.sid].errors and "403" in caller.logs[call.sid].errors[0]
     assert isinstance(websockets.__version__, str)
+
+
+async def test_a_wav_utterance_is_played_with_its_code(tmp_path: Any) -> None:
+    import wave
+
+    import numpy as np
+
+    path = tmp_path / "hello.wav"
+    t = np.arange(16000) / 16000  # 1 s at 16 kHz, stereo
+    tone = (8000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.repeat(tone, 2).tobytes())
+    got: list[bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg["event"] == "media":
+                got.append(base64.b64decode(msg["media"]["payload"]))
+
+    server, url = await _serve(handler)
+    book = ScriptBook()
+    caller = MediaStreamCaller(
+        TOKEN,
+        book,
+        default_script=CallerScript(
+            utterances=[Utterance("recorded hello", wav=path, after_silence=0.05)],
+            hang_up_after=0.1,
+            wait_for_greeting=False,
+            max_seconds=4,
+        ),
+    )
+    await caller(_call(), StreamRequest(url=url, parameters={}))
+    server.close()
+    speech = b"".join(f for f in got if f != b"\xff" * 160)
+    assert book.text(decode_number(speech)) == "recorded hello"
+    assert 1100 <= len(speech) / 8 <= 1300  # 160 ms code + 1 s of the recording

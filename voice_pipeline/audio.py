@@ -8,6 +8,8 @@ goes to Twilio as is); these helpers serve framing, level measurement and the st
 from __future__ import annotations
 
 import warnings
+import wave
+from pathlib import Path
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -41,6 +43,24 @@ def ulaw_rms(data: bytes) -> int:
     if not data:
         return 0
     return audioop.rms(audioop.ulaw2lin(data, 2), 2)
+
+
+def wav_to_ulaw(path: str | Path) -> bytes:
+    """A WAV file (any rate, mono or stereo, 8/16-bit PCM) as 8 kHz μ-law."""
+    with wave.open(str(path), "rb") as w:
+        width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
+        data = w.readframes(w.getnframes())
+    if width == 1:  # WAV 8-bit PCM is unsigned
+        data = audioop.bias(data, 1, -128)
+    if width != 2:
+        data = audioop.lin2lin(data, width, 2)
+    if channels == 2:
+        data = audioop.tomono(data, 2, 0.5, 0.5)
+    elif channels != 1:
+        raise ValueError(f"{path}: {channels} channels; mono or stereo only")
+    if rate != SAMPLE_RATE:
+        data, _ = audioop.ratecv(data, 2, 1, rate, SAMPLE_RATE, None)
+    return audioop.lin2ulaw(data, 2)
 
 
 def ms_of_ulaw(nbytes: int) -> float:

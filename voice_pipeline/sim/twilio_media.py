@@ -28,14 +28,15 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 
-from voice_pipeline.audio import FRAME_BYTES, SILENCE_FRAME, split_frames
-from voice_pipeline.sim.signals import ScriptBook, encode_utterance
+from voice_pipeline.audio import FRAME_BYTES, SILENCE_FRAME, split_frames, wav_to_ulaw
+from voice_pipeline.sim.signals import CODE_MS, ScriptBook, encode_utterance
 from voice_pipeline.sim.twilio import SimCall, StreamRequest
 
 FRAME_S = 0.02
@@ -44,6 +45,9 @@ FRAME_S = 0.02
 @dataclass
 class Utterance:
     text: str
+    # Real recorded speech to play instead of the synthetic voice (any WAV); the utterance code
+    # is still put in front so the scripted recognizer knows the text.
+    wav: Path | None = None
     # Speak once the persona has been silent this long (seconds) …
     after_silence: float = 0.6
     # … or, if set, barge in this long after the persona *started* its current audio.
@@ -223,7 +227,7 @@ class _Session:
                 )
                 if ready:
                     pending.pop(0)
-                    self._say(nxt.text)
+                    self._say(nxt)
                     last_reply_done = None
             if not pending and not self.inbound and script.hang_up_after is not None:
                 # Done talking: hang up once the reply to the last utterance has played out.
@@ -269,9 +273,13 @@ class _Session:
         if not self.done.is_set():
             await self._stop()
 
-    def _say(self, text: str) -> None:
+    def _say(self, utt: Utterance) -> None:
+        text = utt.text
         number = self.book.register(text)
-        frames = split_frames(encode_utterance(number, text))
+        audio = encode_utterance(number, text)
+        if utt.wav is not None:
+            audio = audio[: CODE_MS * 8] + wav_to_ulaw(utt.wav)
+        frames = split_frames(audio)
         start = self.now_ms()
         self.inbound.extend(frames)
         end = start + len(frames) * FRAME_S * 1000
