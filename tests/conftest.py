@@ -135,3 +135,13 @@ async def api(tmp_path: Path, db: asyncpg.Pool, db_dsn: str) -> AsyncIterator[An
 
     async for h in harness_fixture(tmp_path, db, db_dsn):
         yield h
+
+
+@pytest_asyncio.fixture
+async def rig(tmp_path: Path, db: asyncpg.Pool, db_dsn: str) -> AsyncIterator[Any]:
+    """Control API + voice server + stand-ins (see tests/voice_harness.py)."""
+    from tests.voice_harness import voice_rig
+    from voice_pipeline.server import VoiceConfig
+
+    async for r in voice_rig(tmp_path, db, db_dsn, config=VoiceConfig(idle_timeout_s=30)):
+        yield r

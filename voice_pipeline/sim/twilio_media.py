@@ -158,6 +158,7 @@ class _Session:
         self.inbound: deque[bytes] = deque()
         self.speaking_until = 0.0
         self.greeting_heard = False
+        self.awaiting_reply = False  # said something; the persona has not answered yet
         self.done = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -222,6 +223,7 @@ class _Session:
                 ) or (
                     nxt.barge_in_after is None
                     and not persona_playing
+                    and not self.awaiting_reply
                     and quiet_for >= nxt.after_silence
                     and (self.greeting_heard or not script.wait_for_greeting)
                 )
@@ -284,6 +286,7 @@ class _Session:
         self.inbound.extend(frames)
         end = start + len(frames) * FRAME_S * 1000
         self.speaking_until = time.monotonic() + len(frames) * FRAME_S
+        self.awaiting_reply = True
         self.log.said.append((start, end, text))
         self.log.events.append((start, "say", text))
 
@@ -302,7 +305,7 @@ class _Session:
                 self.playout[0] = item[need:]
             need -= len(take)
             self.buffered -= len(take)
-            if self.log.heard and self.log.heard[-1].end_ms >= now_ms - 1:
+            if self.log.heard and self.log.heard[-1].end_ms >= now_ms - 15:  # tick jitter
                 seg = self.log.heard[-1]
             else:
                 seg = Heard(now_ms, now_ms)
@@ -356,6 +359,8 @@ class _Session:
                     continue
                 self.log.media_received.append((t, len(audio)))
                 if audio:
+                    if not self.inbound:  # audio after we finished speaking is the reply
+                        self.awaiting_reply = False
                     if self.buffered <= 0 and self.persona_started is None:
                         self.persona_started = time.monotonic()
                     self.playout.append(audio)
