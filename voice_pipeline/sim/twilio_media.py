@@ -63,6 +63,8 @@ class CallerScript:
     max_seconds: float = 120.0
     # Wait for the persona's greeting to finish before the first utterance.
     wait_for_greeting: bool = True
+    # Fault injection: raw text frames sent as they are at (seconds after start, frame).
+    raw: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -202,6 +204,7 @@ class _Session:
         script = self.script
         pending = list(script.utterances)
         dtmf = sorted(script.dtmf)
+        raw = sorted(script.raw)
         deadline = time.monotonic()
         last_reply_done: float | None = None
         while not self.done.is_set() and not self.call.ended.is_set():
@@ -250,6 +253,10 @@ class _Session:
                         "dtmf": {"track": "inbound_track", "digit": digit},
                     }
                 )
+            while raw and raw[0][0] <= elapsed:
+                _, junk = raw.pop(0)
+                self.log.events.append((self.now_ms(), "raw", len(junk)))
+                await self.ws.send(junk.replace("{streamSid}", self.log.stream_sid))
             frame = self.inbound.popleft() if self.inbound else SILENCE_FRAME
             self.chunk += 1
             await self._send(
