@@ -123,6 +123,47 @@ def api_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Await
     return start
 
 
+def voice_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
+    async def start() -> Callable[[], Awaitable[None]]:
+        from voice_pipeline.db import create_pool
+        from voice_pipeline.server import VoiceServer
+
+        pool = await create_pool(await resolve_dsn(settings), settings)
+        server = VoiceServer(settings, pool)
+        try:
+            await server.start(settings.voice_host, settings.voice_port)
+        except OSError as err:
+            await pool.close()
+            if err.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"VOICE_PORT {settings.voice_port} on {settings.voice_host} is already in use"
+                ) from err
+            raise StartupError(
+                f"cannot listen on {settings.voice_host}:{settings.voice_port}: {err}"
+            ) from err
+        log.info(
+            "voice_server_listening",
+            stream=settings.voice_ws_url,
+            listen=f"{settings.voice_host}:{settings.voice_port}",
+        )
+
+        async def stop() -> None:
+            await server.stop()  # drains live calls: goodbye, flush, close the books
+            await pool.close()
+
+        return stop
+
+    return start
+
+
+async def cmd_serve_voice(settings: Settings, args: argparse.Namespace) -> int:
+    pending = await _pending(settings)
+    if pending:
+        raise StartupError(f"{len(pending)} migration(s) pending: run `callmeback migrate`")
+    log_providers(settings)
+    return await _serve([voice_starter(settings)])
+
+
 def sim_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
     async def start() -> Callable[[], Awaitable[None]]:
         from voice_pipeline.sim.stack import SimStack
@@ -167,13 +208,11 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     log.info("database", dsn=redact_dsn(dsn), embedded=settings.database_url is None)
     await _migrate(settings)
     log_providers(settings)
-    starters = [api_starter(settings)]
+    starters = [voice_starter(settings), api_starter(settings)]
     if "stand-in" in settings.provider_modes().values():
         starters.insert(0, sim_starter(settings))
     log.info(
-        "stack",
-        api=f"http://{settings.api_host}:{settings.api_port}",
-        voice="not started (voice pipeline issue not done yet)",
+        "stack", api=f"http://{settings.api_host}:{settings.api_port}", voice=settings.voice_ws_url
     )
     return await _serve(starters)
 
@@ -201,7 +240,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "up": cmd_up,
     "migrate": cmd_migrate,
     "serve-api": cmd_serve_api,
-    "serve-voice": cmd_not_yet,
+    "serve-voice": cmd_serve_voice,
     "call": cmd_not_yet,
     "sim": cmd_sim,
 }

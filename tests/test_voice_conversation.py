@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.voice_harness import VoiceRig
+from tests.voice_harness import VoiceRig, call_tasks
 from voice_pipeline.sim.twilio_media import CallerScript, Utterance
 
 
 async def test_two_turn_conversation_is_transcribed_timed_and_billed(rig: VoiceRig) -> None:
-    tasks_before = len(asyncio.all_tasks())
     script = CallerScript(
         utterances=[Utterance("What should I train today?"), Utterance("Legs sound good")],
         hang_up_after=0.5,
@@ -76,7 +75,7 @@ async def test_two_turn_conversation_is_transcribed_timed_and_billed(rig: VoiceR
     # The call's tasks are all gone.
     await asyncio.sleep(0.2)
     assert rig.voice.sessions == {}
-    assert len(asyncio.all_tasks()) <= tasks_before + 1
+    assert call_tasks() == []
 
 
 async def test_dtmf_is_recorded_and_answered(rig: VoiceRig) -> None:

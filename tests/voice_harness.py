@@ -5,6 +5,7 @@ scripted caller talks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,17 @@ from voice_pipeline.sim.stack import Latencies, SimStack
 from voice_pipeline.sim.twilio_media import CallerScript, StreamLog
 
 SID, TOKEN = "AC" + "3" * 32, "voice-test-token"
+
+CALL_TASK_NAMES = {"twilio-reader", "main", "pacer", "ticker", "db-writer", "stt", "tts-reader"}
+
+
+def call_tasks() -> list[str]:
+    """Names of live tasks that belong to a call session (none may outlive its call)."""
+    return sorted(
+        t.get_name()
+        for t in asyncio.all_tasks()
+        if (t.get_name() in CALL_TASK_NAMES or t.get_name().startswith("llm-")) and not t.done()
+    )
 
 
 @dataclass

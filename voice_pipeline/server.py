@@ -188,9 +188,10 @@ class VoiceServer:
             self._server.close(close_connections=False)
         for session in list(self.sessions.values()):
             session.end(SHUTDOWN_LINE, "shutdown")
-        deadline = asyncio.get_running_loop().time() + self.config.drain_timeout
-        while self.sessions and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        drained = [s.ended.wait() for s in self.sessions.values()]
+        if drained:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*drained), self.config.drain_timeout)
         if self._server is not None:
             self._server.close(close_connections=True)
             with contextlib.suppress(Exception):

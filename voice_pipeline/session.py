@@ -175,6 +175,7 @@ class CallSession:
             await self._shutdown(tasks)
             m.live_calls.dec()
             m.calls.inc(self.end_reason)
+            self.ended.set()
         return self.end_reason
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
@@ -196,7 +197,7 @@ class CallSession:
         await self._close_books()
 
     async def _close_books(self) -> None:
-        duration = int(round(self.now() / 1000))
+        duration = round(self.now() / 1000)
         latencies = [
             t.first_media - t.speech_end
             for t in self.turn_times.values()
@@ -411,7 +412,7 @@ class CallSession:
         if times.tts_first_byte is None:
             times.tts_first_byte = self.now()
         if self.say_kind.get(turn) == "greeting":
-            self.deps.greeting_cache.setdefault(("pending",) + self.greeting_key, []).append(
+            self.deps.greeting_cache.setdefault(("pending", *self.greeting_key), []).append(
                 (ev.audio, ev.chars)
             )
         self._enqueue(turn, ev.audio, ev.chars)
@@ -429,7 +430,7 @@ class CallSession:
         if turn is None or turn in self.dead_turns or turn not in self.ledgers:
             return
         if self.say_kind.get(turn) == "greeting":
-            chunks = self.deps.greeting_cache.pop(("pending",) + self.greeting_key, None)
+            chunks = self.deps.greeting_cache.pop(("pending", *self.greeting_key), None)
             if chunks and len(self.deps.greeting_cache) < 256:
                 self.deps.greeting_cache[self.greeting_key] = chunks
         self._end_audio(turn)
@@ -529,8 +530,9 @@ class CallSession:
         self.transcript_seq += 1
         self.writes.put_nowait(
             (
-                "INSERT INTO call_transcripts (call_id, seq, turn_id, speaker, text, start_ms, end_ms,"
-                " interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                "INSERT INTO call_transcripts (call_id, seq, turn_id, speaker, text, start_ms,"
+                " end_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT DO NOTHING",
                 (
                     self.ctx.call_id,
                     seq,
@@ -551,8 +553,8 @@ class CallSession:
         self.writes.put_nowait(
             (
                 "INSERT INTO call_turn_latencies (call_id, turn_id, speech_end_ms, stt_final_ms, "
-                "llm_first_token_ms, tts_first_byte_ms, first_media_ms) VALUES ($1, $2, $3, $4, $5, "
-                "$6, $7) ON CONFLICT (call_id, turn_id) DO NOTHING",
+                "llm_first_token_ms, tts_first_byte_ms, first_media_ms) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (call_id, turn_id) DO NOTHING",
                 (
                     self.ctx.call_id,
                     turn,

@@ -39,7 +39,8 @@ async def bind_call(
             """
             UPDATE calls SET stream_sid = $2,
                 twilio_call_sid = COALESCE(twilio_call_sid, $3),
-                status = CASE WHEN status IN ('initiating', 'calling') THEN 'connected' ELSE status END
+                status = CASE WHEN status IN ('initiating', 'calling') THEN 'connected'
+                              ELSE status END
             WHERE id = $1 AND stream_sid IS NULL AND finalized_at IS NULL
               AND status NOT IN ('completed', 'no_answer', 'busy', 'canceled')
               AND (twilio_call_sid IS NULL OR twilio_call_sid = $3)

@@ -117,6 +117,7 @@ class ScriptedRecognizer:
 class DeepgramFaults:
     upgrade_status: int | None = None  # answer the upgrade with this HTTP status (e.g. 503)
     drop_after_s: float | None = None  # drop the TCP connection (no close frame) after this
+    drop_once: bool = False  # the drop hits only the next session (a reconnect then works)
     stall: bool = False  # stop sending results (the socket stays open)
     malformed_after_s: float | None = None  # send one non-JSON text frame after this
 
@@ -369,7 +370,10 @@ class ListenSession:
             await asyncio.sleep(f.malformed_after_s)
             await self.outbox.put((time.monotonic(), "{not json"))
         if f.drop_after_s is not None:
-            await asyncio.sleep(f.drop_after_s)
+            delay = f.drop_after_s
+            if f.drop_once:
+                f.drop_after_s = None
+            await asyncio.sleep(delay)
             transport = self.ws._req.transport if self.ws._req else None
             if transport is not None:
                 transport.abort()

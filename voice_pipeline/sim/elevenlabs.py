@@ -110,6 +110,7 @@ def credits_per_char(model_id: str) -> float:
 @dataclass
 class ElevenLabsFaults:
     drop_after_chunks: int | None = None  # drop the connection after sending N audio chunks
+    drop_once: bool = False  # only the first time
     stall: bool = False  # accept text but never answer
     http_status: int | None = None  # answer HTTP requests with this status (429, 500 …)
 
@@ -500,6 +501,8 @@ class _TtsSession:
             self.chunks_sent += 1
             drop = self.sim.faults.drop_after_chunks
             if drop is not None and self.chunks_sent >= drop:
+                if self.sim.faults.drop_once:
+                    self.sim.faults.drop_after_chunks = None
                 transport = self.ws._req.transport if self.ws._req else None
                 if transport is not None:
                     transport.abort()

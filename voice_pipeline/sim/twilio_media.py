@@ -58,7 +58,8 @@ class Utterance:
 class CallerScript:
     utterances: list[Utterance] = field(default_factory=list)
     dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds after start, digit)
-    # Hang up this long after the last utterance's reply has finished playing (None: never).
+    # Hang up this long after the last utterance's reply has finished playing (None: never;
+    # a reply that never comes is bounded by max_seconds).
     hang_up_after: float | None = 1.5
     max_seconds: float = 120.0
     # Wait for the persona's greeting to finish before the first utterance.
@@ -236,7 +237,7 @@ class _Session:
                     last_reply_done = None
             if not pending and not self.inbound and script.hang_up_after is not None:
                 # Done talking: hang up once the reply to the last utterance has played out.
-                if persona_playing or self.speaking_until > now:
+                if persona_playing or self.speaking_until > now or self.awaiting_reply:
                     last_reply_done = None
                 elif last_reply_done is None:
                     last_reply_done = now
