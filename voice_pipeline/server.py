@@ -67,6 +67,7 @@ class VoiceServer:
         self.path = urlsplit(settings.voice_ws_url).path or "/"
         self.sessions: dict[str, CallSession] = {}
         self._server: Server | None = None
+        self._warmup: asyncio.Task[int] | None = None
         dg = deepgram_client(settings)
         tts_settings = settings
         cfg = self.config
@@ -169,7 +170,13 @@ class VoiceServer:
         raise websockets.ConnectionClosedOK(None, None)
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, warm_greetings: bool = True) -> int:
+        if warm_greetings:
+            from voice_pipeline.greetings import warm
+
+            self._warmup = asyncio.create_task(
+                warm(self.settings, self.pool, self.deps.greeting_cache), name="greetings"
+            )
         self._server = await serve(
             self._handler,
             host,
@@ -196,6 +203,8 @@ class VoiceServer:
             self._server.close(close_connections=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 10)
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
         await self._llm_http.close()
 
 

@@ -83,6 +83,9 @@ class VoiceMetrics:
             "callmeback_voice_stage_ms", "Per-turn latency by stage (ms)", ("stage",)
         )
         self.interrupts = self.registry.counter("callmeback_voice_interrupts_total", "Barge-ins")
+        self.stuck_audio = self.registry.counter(
+            "callmeback_voice_audio_not_sent_total", "Watchdog: queued audio overdue by > 1 s"
+        )
 
 
 @dataclass
@@ -485,7 +488,13 @@ class CallSession:
             await asyncio.sleep(self.deps.tick_s)
             self.events.put_nowait(Tick(self.now()))
             await self.stt.keepalive_if_idle()
-            # Watchdog: a persona turn that produced no audio for 15 s is over.
+            # Watchdog 1: audio queued whose time to go out passed long ago was not sent.
+            nxt = self.pacer.next_due_ms(self.now())
+            if nxt is not None and self.now() - nxt > 1000:
+                self.deps.metrics.stuck_audio.inc()
+                log.error("audio_not_sent", pending_frames=self.pacer.pending_frames())
+                self.pacer_wake.set()
+            # Watchdog 2: a persona turn that produced no audio for 15 s is over.
             turn = self.live_turn
             t = self.turn_times.get(turn) if turn is not None else None
             if (
