@@ -1,0 +1,1 @@
+"""Latency harness: ``python -m benchmarks latency`` (see README, "Benchmarks")."""
