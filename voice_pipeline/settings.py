@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -311,17 +311,23 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
     return data
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, lo: int, hi: int) -> int:
+def _number(
+    env: Mapping[str, str], name: str, default: float, parse: type, what: str, lo: float, hi: float
+) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(name, f"must be a whole number, not {raw!r}") from None
+        raise ConfigError(name, f"must be {what}, not {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(name, f"must be between {lo} and {hi}, not {value}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, lo: int, hi: int) -> int:
+    return int(_number(env, name, default, int, "a whole number", lo, hi))
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -329,16 +335,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, lo: float, hi: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(name, f"must be between {lo} and {hi}, not {value}")
-    return value
+    return float(_number(env, name, default, float, "a number", lo, hi))
 
 
 def _decimal(env: Mapping[str, str], name: str) -> Decimal:

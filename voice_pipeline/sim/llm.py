@@ -65,6 +65,19 @@ def default_responder(messages: list[dict[str, Any]], tools: list[dict[str, Any]
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One reply as it will be sent: tokens, finish reason, usage and chunk ids."""
+
+    reply: Reply
+    tokens: list[str]
+    finish: str
+    usage: dict[str, Any]
+    cid: str
+    created: int
+    model: str
+
+
 @dataclass
 class LlmFaults:
     errors: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
@@ -213,25 +226,22 @@ class LlmSim:
             "total_tokens": prompt_tokens + len(tokens),
             "prompt_tokens_details": {"cached_tokens": 0},
         }
-        cid = "chatcmpl-" + secrets.token_hex(12)
-        created = int(time.time())
-        if not stream:
-            return await self._whole(log, reply, tokens, finish, usage, cid, created, model)
-        return await self._stream(
-            request, log, body, reply, tokens, finish, usage, cid, created, model
+        ans = _Answer(
+            reply,
+            tokens,
+            finish,
+            usage,
+            "chatcmpl-" + secrets.token_hex(12),
+            int(time.time()),
+            model,
         )
+        if not stream:
+            return await self._whole(log, ans)
+        return await self._stream(request, log, body, ans)
 
-    async def _whole(
-        self,
-        log: LlmRequestLog,
-        reply: Reply,
-        tokens: list[str],
-        finish: str,
-        usage: dict[str, Any],
-        cid: str,
-        created: int,
-        model: str,
-    ) -> web.Response:
+    async def _whole(self, log: LlmRequestLog, ans: _Answer) -> web.Response:
+        reply, tokens, finish, usage = ans.reply, ans.tokens, ans.finish, ans.usage
+        cid, created, model = ans.cid, ans.created, ans.model
         await asyncio.sleep(self.latency.first_result() + self.latency.per_token() * len(tokens))
         message: dict[str, Any] = {"role": "assistant", "content": "".join(tokens)}
         if reply.reasoning:
@@ -282,18 +292,10 @@ class LlmSim:
         }
 
     async def _stream(
-        self,
-        request: web.Request,
-        log: LlmRequestLog,
-        body: dict[str, Any],
-        reply: Reply,
-        tokens: list[str],
-        finish: str,
-        usage: dict[str, Any],
-        cid: str,
-        created: int,
-        model: str,
+        self, request: web.Request, log: LlmRequestLog, body: dict[str, Any], ans: _Answer
     ) -> web.StreamResponse:
+        reply, tokens, finish, usage = ans.reply, ans.tokens, ans.finish, ans.usage
+        cid, created, model = ans.cid, ans.created, ans.model
         cerebras = self.mode == "cerebras"
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(
