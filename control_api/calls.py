@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -343,9 +344,25 @@ async def get_call(request: web.Request) -> web.Response:
         "FROM call_cost_breakdowns WHERE call_id = $1",
         call_id,
     )
+    live = None
+    if row["status"] not in TERMINAL:
+        sums = await pool.fetch(
+            "SELECT provider, sum(cost_microcents)::bigint AS micro FROM call_cost_events "
+            "WHERE call_id = $1 GROUP BY provider",
+            call_id,
+        )
+        budget = await pool.fetchval("SELECT budget_cents FROM calls WHERE id = $1", call_id)
+        by = {r["provider"]: str(Decimal(r["micro"]) / 1_000_000) for r in sums}
+        total = sum((r["micro"] for r in sums), 0)
+        live = {
+            "cost_cents": str(Decimal(total) / 1_000_000),
+            "by_provider": by,
+            "budget_cents": budget,
+        }
     return web.json_response(
         {
             "call": _call(row),
+            "live_cost": live,
             "transcript": [dict(r) for r in transcript],
             "latency": [dict(r) for r in latency],
             "cost_breakdown": {k: str(v) if hasattr(v, "as_tuple") else v for k, v in cost.items()}

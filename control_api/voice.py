@@ -135,6 +135,7 @@ async def status(request: web.Request) -> web.Response:
                 twilio_status=call_status,
                 sequence=sequence,
                 duration_seconds=duration,
+                rates=request.app[SETTINGS].rates,
             )
         except UnknownCall:
             raise not_found("call") from None

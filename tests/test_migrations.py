@@ -71,7 +71,7 @@ async def test_missing_applied_file_is_refused(empty_db: str, migrations_copy: P
 async def test_sql_error_rolls_back_whole_file_and_names_file_and_line(
     empty_db: str, migrations_copy: Path
 ) -> None:
-    bad = migrations_copy / "003_broken.sql"
+    bad = migrations_copy / "900_broken.sql"
     bad.write_text(
         "CREATE TABLE half_applied (id int);\n"
         "-- a comment\n"
@@ -83,20 +83,21 @@ async def test_sql_error_rolls_back_whole_file_and_names_file_and_line(
         with pytest.raises(MigrationError) as info:
             await migrate(conn, migrations_copy)
         msg = str(info.value)
-        assert "003_broken.sql line 4" in msg and "no_such_table" in msg and "rolled back" in msg
+        assert "900_broken.sql line 4" in msg and "no_such_table" in msg and "rolled back" in msg
         # Earlier files stay applied; nothing of the broken one exists.
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 2
+        last_real = max(m.version for m in discover())
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == last_real
         assert await conn.fetchval("SELECT to_regclass('half_applied')") is None
         # Fixing the file lets the next run apply it.
         bad.write_text("CREATE TABLE half_applied (id int);\n")
-        assert [m.version for m in await migrate(conn, migrations_copy)] == [3]
+        assert [m.version for m in await migrate(conn, migrations_copy)] == [900]
     finally:
         await conn.close()
 
 
 def test_files_that_manage_their_own_transaction_are_refused(migrations_copy: Path) -> None:
-    (migrations_copy / "003_txn.sql").write_text("BEGIN;\nCREATE TABLE x (id int);\nCOMMIT;\n")
-    with pytest.raises(MigrationError, match="003_txn.sql: remove BEGIN/COMMIT"):
+    (migrations_copy / "900_txn.sql").write_text("BEGIN;\nCREATE TABLE x (id int);\nCOMMIT;\n")
+    with pytest.raises(MigrationError, match="900_txn.sql: remove BEGIN/COMMIT"):
         discover(migrations_copy)
 
 

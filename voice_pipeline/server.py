@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -88,6 +88,7 @@ class VoiceServer:
             )
 
         self._llm_http = llm_client(settings)
+        self.rates_version = {k: str(v) for k, v in asdict(settings.rates).items()}
         self.deps = SessionDeps(
             pool=pool,
             metrics=self.metrics,
@@ -96,6 +97,7 @@ class VoiceServer:
             llm=LlmClient(self._llm_http, settings.llm_model),
             turn_config=turn_config,
             lead_ms=cfg.lead_ms,
+            rates=settings.rates,
         )
 
     # ------------------------------------------------------------------ HTTP side
@@ -144,7 +146,9 @@ class VoiceServer:
             await ws.close(1008, "call already streaming")
             return
         try:
-            ctx = await bind_call(self.pool, call_id, start.stream_sid, start.call_sid)
+            ctx = await bind_call(
+                self.pool, call_id, start.stream_sid, start.call_sid, rates=self.rates_version
+            )
         except BindRefused as err:
             log.warning("stream_refused", reason=str(err))
             await ws.close(1008, str(err))

@@ -22,14 +22,16 @@ import websockets
 from websockets.asyncio.server import ServerConnection
 
 from voice_pipeline.clauses import ClauseSplitter
-from voice_pipeline.db.calls import finalize_call
+from voice_pipeline.db.calls import finalize_call, upsert_breakdown
 from voice_pipeline.db.session_store import CallContext, save_metrics
 from voice_pipeline.logs import get_logger
+from voice_pipeline.meter import BudgetSignal, CostMeter
 from voice_pipeline.metrics import Registry
 from voice_pipeline.playback import OutFrame, OutMark, Pacer, TurnLedger
-from voice_pipeline.providers.llm import LlmClient
+from voice_pipeline.providers.llm import LlmClient, LlmUsage
 from voice_pipeline.providers.stt import DeepgramSTT
 from voice_pipeline.providers.tts import ElevenLabsTTS, TtsAudio, TtsEvent, TtsFinal
+from voice_pipeline.settings import Rates
 from voice_pipeline.turns import (
     Action,
     CallStarted,
@@ -39,6 +41,7 @@ from voice_pipeline.turns import (
     Final,
     HangUp,
     Interrupt,
+    Notice,
     PersonaAudioStarted,
     PersonaTurnDone,
     Reply,
@@ -58,6 +61,17 @@ from voice_pipeline.twilio_stream import (
 )
 
 log = get_logger("voice_pipeline.session")
+
+BUDGET_WARNING = (
+    "Quick heads-up: we're almost at the budget for this call, so we'll need to wrap up soon."
+)
+BUDGET_GOODBYE = (
+    "Looks like we've reached the budget for this call, so I have to stop here. Talk soon, bye!"
+)
+
+
+class _OutOfBudget(Exception):
+    pass
 
 
 class VoiceMetrics:
@@ -106,7 +120,8 @@ class SessionDeps:
     make_tts: Callable[..., ElevenLabsTTS]
     llm: LlmClient
     turn_config: Callable[[CallContext], TurnConfig]
-    greeting_cache: dict[tuple[str, str], list[tuple[bytes, int]]] = field(default_factory=dict)
+    rates: Rates | None = None
+    greeting_cache: dict[tuple[str, ...], list[tuple[bytes, int]]] = field(default_factory=dict)
     lead_ms: float = 120.0
     tick_s: float = 0.25
 
@@ -147,6 +162,13 @@ class CallSession:
             on_event=self.events.put_nowait,
         )
         self.greeting_key = (ctx.voice_id, ctx.greeting or "")
+        budget = ctx.budget_cents * 1_000_000 if ctx.budget_cents is not None else None
+        self.meter = (
+            CostMeter(deps.rates, budget, ctx.warn_percent, ctx.auto_cutoff)
+            if deps.rates is not None
+            else None
+        )
+        self._stt_billed = 0.0
 
     def now(self) -> float:
         return (time.monotonic() - self.t0) * 1000
@@ -170,6 +192,8 @@ class CallSession:
             with contextlib.suppress(ConnectionError):
                 await self.tts.connect()  # warm before the greeting
             self.events.put_nowait(CallStarted(self.now()))
+            if self.meter is not None:
+                self._budget(self.meter.telephony_until(0))
             done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t.exception() is not None:
@@ -194,6 +218,12 @@ class CallSession:
         # The persona turn that was playing when the call ended: record what was heard.
         if self.live_turn is not None:
             self._record_persona(self.live_turn, interrupted=True)
+        if self.meter is not None:
+            self._budget(self.meter.telephony_until(self.now() / 1000))
+            if self.stt.audio_seconds > self._stt_billed:  # the last partial second
+                self.meter.stt_seconds(self.stt.audio_seconds - self._stt_billed)
+                self._stt_billed = self.stt.audio_seconds
+        self._flush_costs()
         self.writes.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(tasks[-1], 10)
@@ -209,8 +239,15 @@ class CallSession:
         try:
             async with self.deps.pool.acquire() as conn, conn.transaction():
                 await finalize_call(
-                    conn, self.ctx.call_id, status="completed", duration_seconds=duration
+                    conn,
+                    self.ctx.call_id,
+                    status="completed",
+                    duration_seconds=duration,
+                    rates=self.deps.rates,
                 )
+                # If the status callback closed the books first, our last events landed after
+                # it: the breakdown is the sum of events, so compute it again.
+                await upsert_breakdown(conn, self.ctx.call_id)
             await save_metrics(
                 self.deps.pool,
                 self.ctx.call_id,
@@ -326,27 +363,38 @@ class CallSession:
         splitter = ClauseSplitter()
         ledger = self.ledgers[turn]
         messages = list(self.history)
+        usage = LlmUsage()
         try:
             async for text in self.deps.llm.stream(
-                messages, max_tokens=self.ctx.max_tokens, temperature=self.ctx.temperature
+                messages,
+                max_tokens=self.ctx.max_tokens,
+                temperature=self.ctx.temperature,
+                turn_usage=usage,
             ):
                 if times.llm_first_token is None:
                     times.llm_first_token = self.now()
                 for clause in splitter.push(text):
+                    if not await self._speak(turn, clause):
+                        raise _OutOfBudget
                     ledger.add_text(clause)
-                    await self.tts.speak(cid, clause)
             for clause in splitter.flush():
+                if not await self._speak(turn, clause):
+                    raise _OutOfBudget
                 ledger.add_text(clause)
-                await self.tts.speak(cid, clause)
+        except _OutOfBudget:
+            pass  # the goodbye is on its way (EndRequested): stop buying text
         except asyncio.CancelledError:
             raise
         except Exception as err:  # LLM down after the SDK's retries: say so, don't go silent
             log.error("llm_failed", turn=turn, error=type(err).__name__)
             if not ledger.text:
                 fallback = "Sorry, I lost my train of thought. Could you say that again?"
-                ledger.add_text(fallback)
                 with contextlib.suppress(ConnectionError):
-                    await self.tts.speak(cid, fallback)
+                    if await self._speak(turn, fallback):
+                        ledger.add_text(fallback)
+        finally:
+            if self.meter is not None and (usage.input_tokens or usage.output_tokens):
+                self._budget(self.meter.llm_tokens(usage.input_tokens, usage.output_tokens))
         if not ledger.text:
             self.events.put_nowait(PersonaTurnDone(self.now(), turn))  # nothing to say
         with contextlib.suppress(ConnectionError):
@@ -364,7 +412,7 @@ class CallSession:
             self._end_audio(turn)
             return
         try:
-            await self.tts.speak(f"t{turn}", text + " ")
+            await self._speak(turn, text + " ", force=kind in ("goodbye", "greeting"))
             await self.tts.end(f"t{turn}")
         except ConnectionError:
             log.error("tts_unavailable", turn=turn)
@@ -488,6 +536,7 @@ class CallSession:
             await asyncio.sleep(self.deps.tick_s)
             self.events.put_nowait(Tick(self.now()))
             await self.stt.keepalive_if_idle()
+            self._meter_tick()
             # Watchdog 1: audio queued whose time to go out passed long ago was not sent.
             nxt = self.pacer.next_due_ms(self.now())
             if nxt is not None and self.now() - nxt > 1000:
@@ -505,6 +554,45 @@ class CallSession:
             ):
                 log.error("turn_stalled", turn=turn)
                 self.events.put_nowait(PersonaTurnDone(self.now(), turn))
+
+    # ------------------------------------------------------------------ costs and budget
+    def _meter_tick(self) -> None:
+        if self.meter is None:
+            return
+        self._budget(self.meter.telephony_until(self.now() / 1000))
+        delta = self.stt.audio_seconds - self._stt_billed
+        if delta >= 1.0:  # Deepgram bills per second streamed; events per second, not per frame
+            self._stt_billed += delta
+            self._budget(self.meter.stt_seconds(delta))
+        self._flush_costs()
+
+    def _flush_costs(self) -> None:
+        if self.meter is None:
+            return
+        events = self.meter.take_pending()
+        if events:
+            self.writes.put_nowait(("__costs__", tuple(events)))
+
+    def _budget(self, signal: BudgetSignal) -> None:
+        if signal is BudgetSignal.WARN:
+            self.events.put_nowait(Notice(self.now(), BUDGET_WARNING, "budget_warning"))
+        elif signal is BudgetSignal.EXHAUSTED:
+            log.info(
+                "budget_reached", total_microcents=self.meter.total_microcents if self.meter else 0
+            )
+            self.events.put_nowait(EndRequested(self.now(), BUDGET_GOODBYE, "budget"))
+
+    async def _speak(self, turn: int, text: str, *, force: bool = False) -> bool:
+        """Send ``text`` to TTS for ``turn`` if the budget allows it (goodbyes always go)."""
+        if self.meter is not None:
+            if not force and not self.meter.can_afford(self.meter.tts_cost(len(text))):
+                if not self.meter.exhausted:
+                    self.meter.exhausted = True
+                    self._budget(BudgetSignal.EXHAUSTED)
+                return False
+            self._budget(self.meter.tts_characters(len(text)))
+        await self.tts.speak(f"t{turn}", text)
+        return True
 
     def end(self, line: str, reason: str) -> None:
         """Ask the call to end (budget, shutdown): the persona says ``line`` first."""
@@ -585,7 +673,26 @@ class CallSession:
             sql, args = item
             for attempt in range(3):
                 try:
-                    await self.deps.pool.execute(sql, *args)
+                    if sql == "__costs__":  # one batch of cost events
+                        await self.deps.pool.executemany(
+                            "INSERT INTO call_cost_events (call_id, seq, provider, unit, quantity,"
+                            " cost_microcents, rate_version_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                            " ON CONFLICT (call_id, seq) DO NOTHING",
+                            [
+                                (
+                                    self.ctx.call_id,
+                                    e.seq,
+                                    e.provider,
+                                    e.unit,
+                                    e.quantity,
+                                    e.cost_microcents,
+                                    self.ctx.rate_version_id,
+                                )
+                                for e in args
+                            ],
+                        )
+                    else:
+                        await self.deps.pool.execute(sql, *args)
                     break
                 except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as err:
                     log.warning("db_write_retry", attempt=attempt, error=type(err).__name__)

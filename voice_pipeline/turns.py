@@ -88,6 +88,16 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """Tell the caller ``line`` (e.g. the budget warning): now if listening, else after the
+    current persona turn."""
+
+    t: float
+    line: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
 class EndRequested:
     """Something outside the conversation ends the call (budget, shutdown): say ``line``."""
 
@@ -107,6 +117,7 @@ Event = (
     | PersonaTurnDone
     | Tick
     | EndRequested
+    | Notice
 )
 
 
@@ -174,6 +185,7 @@ class TurnMachine:
     prompted_idle: bool = False
     hangup_reason: str = ""
     interrupts: int = 0
+    pending_notice: Notice | None = None
 
     def handle(self, event: Event) -> list[Action]:
         if self.phase is Phase.ENDED:
@@ -187,6 +199,12 @@ class TurnMachine:
             return self._tick(event.t)
         if isinstance(event, EndRequested):
             return self._end(event.t, event.line, event.reason)
+        if isinstance(event, Notice):
+            if self.phase is Phase.LISTENING and not self.pending_user:
+                return [self._say(event.t, event.line, event.kind)]
+            if self.phase not in (Phase.ENDING, Phase.ENDED):
+                self.pending_notice = event
+            return []
         if isinstance(event, PersonaAudioStarted):
             if event.turn == self.turn and self.phase in (
                 Phase.THINKING,
@@ -209,6 +227,9 @@ class TurnMachine:
                 self.phase = Phase.LISTENING
                 self.audio_started_at = None
                 self.uninterruptible = False
+                if self.pending_notice is not None:
+                    notice, self.pending_notice = self.pending_notice, None
+                    return [self._say(event.t, notice.line, notice.kind)]
                 if self.pending_user:  # the caller spoke and finished while we talked
                     return self._reply(event.t)
             return []

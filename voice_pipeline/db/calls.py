@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from voice_pipeline.call_status import FROM_TWILIO, TERMINAL, credits_for, next_status
+from voice_pipeline.settings import Rates
 
 
 class UnknownCall(LookupError):
@@ -41,6 +42,7 @@ async def apply_twilio_status(
     sequence: int | None,
     duration_seconds: int | None,
     timestamp: datetime | None = None,
+    rates: Rates | None = None,
 ) -> StatusResult:
     """Apply one Twilio status callback (idempotent, order-independent)."""
     incoming = FROM_TWILIO.get(twilio_status)
@@ -88,7 +90,11 @@ async def apply_twilio_status(
         finalized = False
         if incoming in TERMINAL:
             finalized = await finalize_call(
-                conn, call_id, status=incoming, duration_seconds=duration_seconds or 0
+                conn,
+                call_id,
+                status=incoming,
+                duration_seconds=duration_seconds or 0,
+                rates=rates,
             )
         return StatusResult(call_id, new or row["status"], new is not None, finalized)
 
@@ -100,6 +106,7 @@ async def finalize_call(
     status: str,
     duration_seconds: int,
     error_message: str | None = None,
+    rates: Rates | None = None,
 ) -> bool:
     """Close the call's books once. Returns False if it was already finalized.
 
@@ -200,4 +207,89 @@ async def finalize_call(
             call["persona_id"],
             duration_seconds,
         )
+    if rates is not None and final_status == "completed":
+        await charge_missing_minutes(conn, call_id, duration_seconds, rates)
+    await upsert_breakdown(conn, call_id)
     return True
+
+
+async def charge_missing_minutes(
+    conn: asyncpg.Connection, call_id: str, duration_seconds: int, rates: Rates
+) -> None:
+    """Telephony is billed per started minute of Twilio's duration: add any the meter missed
+    (a voice process that died mid-call, or a call that never streamed)."""
+    due = credits_for(duration_seconds)
+    have = await conn.fetchrow(
+        "SELECT COALESCE(sum(quantity) FILTER (WHERE provider = 'twilio'), 0)::int AS minutes, "
+        "COALESCE(max(seq), -1) AS seq FROM call_cost_events WHERE call_id = $1",
+        call_id,
+    )
+    cost = int((rates.twilio_usd_per_min * 100_000_000).to_integral_value())
+    rate_version = await conn.fetchval("SELECT rate_version_id FROM calls WHERE id = $1", call_id)
+    for i in range(due - have["minutes"]):
+        await conn.execute(
+            "INSERT INTO call_cost_events (call_id, seq, provider, unit, quantity, cost_microcents,"
+            " rate_version_id) VALUES ($1, $2, 'twilio', 'minute', 1, $3, $4)",
+            call_id,
+            have["seq"] + 1 + i,
+            cost,
+            rate_version,
+        )
+
+
+async def upsert_breakdown(conn: asyncpg.Connection, call_id: str) -> None:
+    """The call's breakdown as the exact sum of its cost events (idempotent: re-run whenever
+    more events land, e.g. the voice server's last flush after the status callback)."""
+    await conn.execute(
+        """
+        INSERT INTO call_cost_breakdowns AS b (
+            call_id, twilio_cost_cents, deepgram_cost_cents, cerebras_cost_cents,
+            elevenlabs_cost_cents, twilio_duration_seconds, deepgram_audio_seconds,
+            cerebras_input_tokens, cerebras_output_tokens, elevenlabs_characters,
+            total_cost_cents, rate_version_id)
+        SELECT $1::text,
+            COALESCE(sum(cost_microcents) FILTER (WHERE provider = 'twilio'), 0) / 1000000.0,
+            COALESCE(sum(cost_microcents) FILTER (WHERE provider = 'deepgram'), 0) / 1000000.0,
+            COALESCE(sum(cost_microcents) FILTER (WHERE provider = 'cerebras'), 0) / 1000000.0,
+            COALESCE(sum(cost_microcents) FILTER (WHERE provider = 'elevenlabs'), 0) / 1000000.0,
+            (SELECT COALESCE(duration_seconds, 0) FROM calls WHERE id = $1::text),
+            COALESCE(sum(quantity) FILTER (WHERE unit = 'audio_second'), 0),
+            COALESCE(sum(quantity) FILTER (WHERE unit = 'input_token'), 0),
+            COALESCE(sum(quantity) FILTER (WHERE unit = 'output_token'), 0),
+            COALESCE(sum(quantity) FILTER (WHERE unit = 'character'), 0),
+            COALESCE(sum(cost_microcents), 0) / 1000000.0,
+            max(rate_version_id)
+        FROM call_cost_events WHERE call_id = $1::text
+        HAVING count(*) > 0
+        ON CONFLICT (call_id) DO UPDATE SET
+            twilio_cost_cents = EXCLUDED.twilio_cost_cents,
+            deepgram_cost_cents = EXCLUDED.deepgram_cost_cents,
+            cerebras_cost_cents = EXCLUDED.cerebras_cost_cents,
+            elevenlabs_cost_cents = EXCLUDED.elevenlabs_cost_cents,
+            twilio_duration_seconds = EXCLUDED.twilio_duration_seconds,
+            deepgram_audio_seconds = EXCLUDED.deepgram_audio_seconds,
+            cerebras_input_tokens = EXCLUDED.cerebras_input_tokens,
+            cerebras_output_tokens = EXCLUDED.cerebras_output_tokens,
+            elevenlabs_characters = EXCLUDED.elevenlabs_characters,
+            total_cost_cents = EXCLUDED.total_cost_cents
+        """,
+        call_id,
+    )
+    await conn.execute(
+        """
+        UPDATE calls c SET actual_cost_cents = ceil(b.total_cost_cents)::int
+        FROM call_cost_breakdowns b WHERE b.call_id = c.id AND c.id = $1
+        """,
+        call_id,
+    )
+    await conn.execute(
+        """
+        UPDATE call_logs l SET cost_twilio = round(b.twilio_cost_cents)::int,
+            cost_stt = round(b.deepgram_cost_cents)::int,
+            cost_llm = round(b.cerebras_cost_cents)::int,
+            cost_tts = round(b.elevenlabs_cost_cents)::int,
+            cost_total = ceil(b.total_cost_cents)::int
+        FROM call_cost_breakdowns b WHERE b.call_id = l.call_id AND l.call_id = $1
+        """,
+        call_id,
+    )

@@ -23,6 +23,10 @@ class CallContext:
     max_tokens: int
     endpointing_ms: int
     max_duration_seconds: int
+    budget_cents: int | None = None
+    warn_percent: int = 75
+    auto_cutoff: bool = True
+    rate_version_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -31,9 +35,18 @@ class BindRefused(Exception):
 
 
 async def bind_call(
-    pool: asyncpg.Pool, call_id: str, stream_sid: str, call_sid: str
+    pool: asyncpg.Pool,
+    call_id: str,
+    stream_sid: str,
+    call_sid: str,
+    rates: dict[str, str] | None = None,
 ) -> CallContext:
-    """Claim the call for this stream (exactly once) and load what the conversation needs."""
+    """Claim the call for this stream (exactly once) and load what the conversation needs.
+
+    The call's budget is fixed here, under the user's credit-row lock (so concurrent calls of
+    one user bind one at a time): the per-call cap, or the month's remaining room after the
+    spend of finished calls and the budgets of the user's other live calls, whichever is less.
+    """
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """
@@ -53,6 +66,28 @@ async def bind_call(
         if row is None:
             known = await conn.fetchval("SELECT 1 FROM calls WHERE id = $1", call_id)
             raise BindRefused("call finished or already streaming" if known else "unknown call")
+        budget_row = await conn.fetchrow(
+            "SELECT b.max_cost_per_call_cents, b.max_monthly_spend_cents, "
+            "b.warn_at_percent_per_call, b.enable_auto_cutoff "
+            "FROM user_credits c LEFT JOIN user_budget_settings b ON b.user_id = c.user_id "
+            "WHERE c.user_id = $1 FOR UPDATE OF c",
+            row["user_id"],
+        )
+        budget = await _call_budget(conn, row["user_id"], call_id, budget_row)
+        rate_version = None
+        if rates is not None:
+            rate_version = await conn.fetchval(
+                "INSERT INTO cost_rate_versions (rates) VALUES ($1) ON CONFLICT (rates) "
+                "DO UPDATE SET rates = EXCLUDED.rates RETURNING id",
+                rates,
+            )
+        await conn.execute(
+            "UPDATE calls SET budget_cents = $2, rate_version_id = $3, "
+            "estimated_cost_cents = COALESCE($2, estimated_cost_cents) WHERE id = $1",
+            call_id,
+            budget,
+            rate_version,
+        )
         p = await conn.fetchrow(
             "SELECT p.name, p.core_system_prompt, p.greeting, p.default_voice_id, "
             "p.default_voice_settings, p.temperature, p.max_tokens, p.endpointing_ms, "
@@ -85,7 +120,35 @@ async def bind_call(
         max_tokens=int(p["max_tokens"]),
         endpointing_ms=int(p["endpointing_ms"]),
         max_duration_seconds=int(row["max_duration_seconds"] or limit or 600),
+        budget_cents=budget,
+        warn_percent=int(budget_row["warn_at_percent_per_call"] or 75) if budget_row else 75,
+        auto_cutoff=budget_row is None or budget_row["enable_auto_cutoff"] is not False,
+        rate_version_id=rate_version,
     )
+
+
+async def _call_budget(
+    conn: asyncpg.Connection, user_id: str, call_id: str, b: asyncpg.Record | None
+) -> int | None:
+    if b is None:
+        return None
+    caps = [b["max_cost_per_call_cents"]] if b["max_cost_per_call_cents"] is not None else []
+    if b["max_monthly_spend_cents"] is not None:
+        spent = await conn.fetchval(
+            "SELECT COALESCE(ceil(sum(ccb.total_cost_cents)), 0)::bigint "
+            "FROM call_cost_breakdowns ccb JOIN calls c ON c.id = ccb.call_id "
+            "WHERE c.user_id = $1 AND c.created_at >= date_trunc('month', now())",
+            user_id,
+        )
+        others = await conn.fetchval(
+            "SELECT COALESCE(sum(COALESCE(budget_cents, estimated_cost_cents)), 0)::bigint "
+            "FROM calls WHERE user_id = $1 AND id <> $2 AND finalized_at IS NULL "
+            "AND status NOT IN ('completed', 'failed', 'no_answer', 'busy', 'canceled')",
+            user_id,
+            call_id,
+        )
+        caps.append(max(0, b["max_monthly_spend_cents"] - spent - others))
+    return min(caps) if caps else None
 
 
 async def save_metrics(
