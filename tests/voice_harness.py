@@ -107,6 +107,9 @@ async def voice_rig(
     ) as r:
         rig.token = (await r.json())["token"]
     await db.execute("UPDATE user_credits SET available_credits = 100, max_calls_per_day = NULL")
+    # Live calls reserve their per-call budget against the month (see bind_call): give the test
+    # user room for many concurrent calls.
+    await db.execute("UPDATE user_budget_settings SET max_monthly_spend_cents = 10000000")
     try:
         yield rig
     finally:

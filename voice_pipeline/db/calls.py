@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -224,8 +225,17 @@ async def charge_missing_minutes(
         "COALESCE(max(seq), -1) AS seq FROM call_cost_events WHERE call_id = $1",
         call_id,
     )
-    cost = int((rates.twilio_usd_per_min * 100_000_000).to_integral_value())
-    rate_version = await conn.fetchval("SELECT rate_version_id FROM calls WHERE id = $1", call_id)
+    version = await conn.fetchrow(
+        "SELECT v.id, v.rates FROM calls c JOIN cost_rate_versions v ON v.id = c.rate_version_id "
+        "WHERE c.id = $1",
+        call_id,
+    )
+    # Old calls keep the rates they ran under.
+    per_min = (
+        Decimal(version["rates"]["twilio_usd_per_min"]) if version else rates.twilio_usd_per_min
+    )
+    rate_version = version["id"] if version else None
+    cost = int((per_min * 100_000_000).to_integral_value())
     for i in range(due - have["minutes"]):
         await conn.execute(
             "INSERT INTO call_cost_events (call_id, seq, provider, unit, quantity, cost_microcents,"
