@@ -104,6 +104,7 @@ class ElevenLabsTTS:
                     self.url,
                     additional_headers={"xi-api-key": self.key},
                     max_size=16 * 2**20,
+                    compression=None,  # base64 audio does not deflate; don't pay to try
                     open_timeout=5,
                     ping_interval=20,
                 )
