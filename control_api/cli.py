@@ -217,9 +217,13 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return await _serve(starters)
 
 
-async def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
-    print(f"callmeback {args.command}: not available yet in this version", file=sys.stderr)
-    return EXIT_USAGE
+async def cmd_call(settings: Settings, args: argparse.Namespace) -> int:
+    from control_api.demo_call import DEFAULT_LINES, DemoError, run_demo
+
+    try:
+        return await run_demo(settings, args.persona, args.say or DEFAULT_LINES)
+    except DemoError as err:
+        raise StartupError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve-voice", help="the voice WebSocket server")
     p = sub.add_parser("call", help="place a call through the local telephony stand-in")
     p.add_argument("--persona", default="brad")
+    p.add_argument("--say", action="append", help="a line the caller says (repeatable)")
     sub.add_parser("sim", help="the provider stand-ins alone")
     return parser
 
@@ -241,7 +246,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "migrate": cmd_migrate,
     "serve-api": cmd_serve_api,
     "serve-voice": cmd_serve_voice,
-    "call": cmd_not_yet,
+    "call": cmd_call,
     "sim": cmd_sim,
 }
 

@@ -40,12 +40,14 @@ from voice_pipeline.turns import (
     Event,
     Final,
     HangUp,
+    Interim,
     Interrupt,
     Notice,
     PersonaAudioStarted,
     PersonaTurnDone,
     Reply,
     Say,
+    SpeechStarted,
     Tick,
     TurnConfig,
     TurnMachine,
@@ -153,6 +155,7 @@ class CallSession:
         self.ended = asyncio.Event()
         self.first_media_in: float | None = None
         self._speech_end: float | None = None
+        self._utterance_start: float | None = None  # the caller's current utterance began
         self.stt = deps.make_stt(
             endpointing_ms=ctx.endpointing_ms, on_event=self.events.put_nowait, clock=self.now
         )
@@ -315,6 +318,8 @@ class CallSession:
                 continue
             if isinstance(event, Final) and event.text:
                 self._final_heard(event)
+            elif isinstance(event, SpeechStarted | Interim) and self._utterance_start is None:
+                self._utterance_start = event.t
             if isinstance(event, PersonaTurnDone) and event.turn == self.live_turn:
                 self.live_turn = None
                 self._record_persona(event.turn, interrupted=False)
@@ -325,7 +330,10 @@ class CallSession:
     async def _act(self, action: Action) -> bool:
         """Carry out one action. True when the call must end now."""
         if isinstance(action, UserUtterance):
-            self._write_transcript("caller", action.text, action.t, None, False, None)
+            start = self._utterance_start if self._utterance_start is not None else action.t
+            end = self._speech_end if self._speech_end is not None else action.t
+            self._write_transcript("caller", action.text, min(start, end), end, False, None)
+            self._utterance_start = None
             self.history.append({"role": "user", "content": action.text})
         elif isinstance(action, Reply):
             self._begin_turn(action.turn, "reply")

@@ -17,7 +17,7 @@ from voice_pipeline.sim.latency import Latency
 from voice_pipeline.sim.llm import LlmSim
 from voice_pipeline.sim.signals import ScriptBook
 from voice_pipeline.sim.twilio import TwilioSim
-from voice_pipeline.sim.twilio_media import CallerScript, MediaStreamCaller
+from voice_pipeline.sim.twilio_media import CallerScript, MediaStreamCaller, Utterance
 
 
 @dataclass
@@ -48,6 +48,8 @@ class SimStack:
             settings.twilio_auth_token, self.book, default_script=default_script
         )
         self.twilio.on_stream = self.caller
+        # Not part of Twilio's API: lets `callmeback call` tell the stand-in's caller what to say.
+        self.twilio.app.router.add_post("/_sim/callers", self._register_caller)
         self.deepgram = DeepgramSim(
             api_key=settings.deepgram_api_key, book=self.book, latency=lat.deepgram
         )
@@ -59,6 +61,28 @@ class SimStack:
         self.elevenlabs = ElevenLabsSim(api_key=settings.elevenlabs_api_key, latency=lat.elevenlabs)
         self._runners: list[web.AppRunner] = []
         self.urls: dict[str, str] = {}
+
+    async def _register_caller(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            utterances = [
+                Utterance(
+                    str(u["text"]),
+                    after_silence=float(u.get("after_silence", 0.6)),
+                    barge_in_after=u.get("barge_in_after"),
+                )
+                for u in body["utterances"]
+            ]
+            script = CallerScript(
+                utterances=utterances,
+                hang_up_after=float(body.get("hang_up_after", 1.5)),
+                max_seconds=float(body.get("max_seconds", 120)),
+            )
+            number = str(body["to"])
+        except (ValueError, KeyError, TypeError) as err:
+            return web.json_response({"error": f"bad caller script: {err}"}, status=400)
+        self.caller.scripts[number] = script
+        return web.json_response({"to": number, "utterances": len(utterances)}, status=201)
 
     async def start(
         self, host: str = "127.0.0.1", ports: dict[str, int] | None = None
