@@ -64,3 +64,19 @@ async def test_llm_server_errors_are_retried(rig: VoiceRig) -> None:
     await rig.finish(call)
     rows = await _answered(rig, call["id"])
     assert any(s == "persona" and "Quick question" in t for s, t in rows)
+
+
+async def test_speech_recognition_down_for_good_ends_the_call_politely(rig: VoiceRig) -> None:
+    from voice_pipeline.session import STT_DOWN_LINE
+
+    rig.stack.deepgram.faults.upgrade_status = 503  # every (re)connect refused
+    call = await rig.call(
+        CallerScript(utterances=[Utterance("Can you hear me")], hang_up_after=None, max_seconds=40),
+        number="+15557770404",
+    )
+    log = await rig.finish(call, timeout=50)
+    assert any(kind == "server-closed" for _, kind, _ in log.events)  # we hung up, politely
+    rows = await _answered(rig, call["id"])
+    assert rows[-1] == ("persona", STT_DOWN_LINE)
+    c = await rig.db.fetchrow("SELECT status, finalized_at FROM calls WHERE id = $1", call["id"])
+    assert c["status"] == "completed" and c["finalized_at"] is not None

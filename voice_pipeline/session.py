@@ -72,6 +72,9 @@ BUDGET_GOODBYE = (
 )
 
 
+STT_DOWN_LINE = "I'm so sorry, I can't hear you properly right now. Let's talk again soon, bye!"
+
+
 class _OutOfBudget(Exception):
     pass
 
@@ -156,6 +159,7 @@ class CallSession:
         self.first_media_in: float | None = None
         self._speech_end: float | None = None
         self._utterance_start: float | None = None  # the caller's current utterance began
+        self._provider_down = False
         self.stt = deps.make_stt(
             endpointing_ms=ctx.endpointing_ms, on_event=self.events.put_nowait, clock=self.now
         )
@@ -545,6 +549,15 @@ class CallSession:
             self.events.put_nowait(Tick(self.now()))
             await self.stt.keepalive_if_idle()
             self._meter_tick()
+            # A provider that stays down ends the call politely instead of leaving it deaf/mute.
+            if self.stt.failed.is_set() and not self._provider_down:
+                self._provider_down = True
+                log.error("stt_unavailable_ending_call")
+                self.events.put_nowait(EndRequested(self.now(), STT_DOWN_LINE, "stt_unavailable"))
+            elif self.tts.failed and not self._provider_down:
+                self._provider_down = True
+                log.error("tts_unavailable_ending_call")
+                self.events.put_nowait(EndRequested(self.now(), "", "tts_unavailable"))
             # Watchdog 1: audio queued whose time to go out passed long ago was not sent.
             nxt = self.pacer.next_due_ms(self.now())
             if nxt is not None and self.now() - nxt > 1000:
