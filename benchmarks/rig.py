@@ -88,6 +88,7 @@ class BenchRig:
         urls = await self.stack.start(ports={"twilio": 0, "deepgram": 0, "elevenlabs": 0, "llm": 0})
         api, voice = free_port(), free_port()
         self.api = f"http://127.0.0.1:{api}"
+        self.voice_http = f"http://127.0.0.1:{voice}"
         env = {
             **os.environ,
             **env_base,
@@ -178,3 +179,41 @@ class BenchRig:
         await self.stack.stop()
         if self.pool:
             await self.pool.close()
+
+    # ------------------------------------------------------------------ server statistics
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.server_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.server_pid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.server_pid()}/fd"))
+
+    async def loop_lag_buckets(self) -> dict[float, float]:
+        """Cumulative bucket counts of the voice server's event-loop lag histogram."""
+        assert self.http is not None
+        async with self.http.get(self.voice_http + "/metrics") as r:
+            text = await r.text()
+        out: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith("callmeback_voice_loop_lag_ms_bucket"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        return out
+
+
+def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bucket bound holding the q-quantile of the lag observed between two scrapes."""
+    delta = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+    total = delta.get(float("inf"), 0)
+    if not total:
+        return float("nan")
+    for le in sorted(delta):
+        if delta[le] >= q * total:
+            return le
+    return float("inf")

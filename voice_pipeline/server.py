@@ -68,6 +68,7 @@ class VoiceServer:
         self.sessions: dict[str, CallSession] = {}
         self._server: Server | None = None
         self._warmup: asyncio.Task[int] | None = None
+        self._lag: asyncio.Task[None] | None = None
         dg = deepgram_client(settings)
         tts_settings = settings
         cfg = self.config
@@ -173,6 +174,14 @@ class VoiceServer:
                 return event
         raise websockets.ConnectionClosedOK(None, None)
 
+    async def _watch_loop_lag(self) -> None:
+        """Every call shares this loop: its lag is every call's added latency."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            self.metrics.loop_lag.observe((loop.time() - before - 0.05) * 1000)
+
     # ------------------------------------------------------------------ lifetime
     async def start(self, host: str, port: int, *, warm_greetings: bool = True) -> int:
         if warm_greetings:
@@ -181,6 +190,7 @@ class VoiceServer:
             self._warmup = asyncio.create_task(
                 warm(self.settings, self.pool, self.deps.greeting_cache), name="greetings"
             )
+        self._lag = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         self._server = await serve(
             self._handler,
             host,
@@ -209,6 +219,8 @@ class VoiceServer:
                 await asyncio.wait_for(self._server.wait_closed(), 10)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
+        if self._lag is not None:
+            self._lag.cancel()
         await self._llm_http.close()
 
 

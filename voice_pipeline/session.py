@@ -102,6 +102,11 @@ class VoiceMetrics:
             "callmeback_voice_stage_ms", "Per-turn latency by stage (ms)", ("stage",)
         )
         self.interrupts = self.registry.counter("callmeback_voice_interrupts_total", "Barge-ins")
+        self.loop_lag = self.registry.histogram(
+            "callmeback_voice_loop_lag_ms",
+            "Event-loop lag: how late a 50 ms timer fires (ms)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+        )
         self.stuck_audio = self.registry.counter(
             "callmeback_voice_audio_not_sent_total", "Watchdog: queued audio overdue by > 1 s"
         )
