@@ -162,6 +162,8 @@ class _Session:
         self.speaking_until = 0.0
         self.greeting_heard = False
         self.awaiting_reply = False  # said something; the persona has not answered yet
+        self.marks_due: list[str] = []
+        self.was_playing = False
         self.done = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -299,13 +301,21 @@ class _Session:
         self.log.events.append((start, "say", text))
 
     def _play_one_frame(self) -> None:
-        """Consume 20 ms of the playout buffer, as the caller's earpiece would."""
+        """Consume 20 ms of the playout buffer, as the caller's earpiece would.
+
+        Marks are passed as playback reaches them (no silence is spent on them, as on a real
+        line) and echoed right after. A heard stretch continues as long as every tick found
+        audio to play; a tick with nothing buffered ends it (a real underrun or a turn's end),
+        so gaps in ``heard`` are what the caller would notice, not scheduling jitter here.
+        """
         need = FRAME_BYTES
         now_ms = self.now_ms()
-        while need and self.playout:
+        played = bytearray()
+        while self.playout and (need or isinstance(self.playout[0], str)):
             item = self.playout[0]
             if isinstance(item, str):
-                break  # a mark: echoed by _flush_marks once everything before it has played
+                self.marks_due.append(self.playout.popleft())
+                continue
             take = item[:need]
             if len(take) == len(item):
                 self.playout.popleft()
@@ -313,14 +323,17 @@ class _Session:
                 self.playout[0] = item[need:]
             need -= len(take)
             self.buffered -= len(take)
-            if self.log.heard and self.log.heard[-1].end_ms >= now_ms - 15:  # tick jitter
+            played += take
+        if played:
+            if self.was_playing and self.log.heard:
                 seg = self.log.heard[-1]
             else:
                 seg = Heard(now_ms, now_ms)
                 self.log.heard.append(seg)
                 self.persona_started = time.monotonic()
-            seg.audio += take
-            seg.end_ms = now_ms + FRAME_S * 1000
+            seg.audio += played
+            seg.end_ms = max(seg.end_ms, now_ms) + len(played) / 8
+        self.was_playing = bool(played)
         if self.buffered <= 0 and not any(isinstance(i, bytes) for i in self.playout):
             if self.persona_started is not None:
                 self.greeting_heard = True
@@ -328,21 +341,29 @@ class _Session:
                 self.persona_quiet_since = time.monotonic()
 
     async def _flush_marks(self, *, cleared: bool = False) -> None:
-        """Echo marks whose audio has all played (all of them when ``cleared``)."""
-        while self.playout and (cleared or isinstance(self.playout[0], str)):
-            item = self.playout.popleft()
-            if isinstance(item, str):
-                self.log.marks_echoed.append((self.now_ms(), item, cleared))
-                await self._send(
-                    {
-                        "event": "mark",
-                        "sequenceNumber": self._next_seq(),
-                        "streamSid": self.log.stream_sid,
-                        "mark": {"name": item},
-                    }
-                )
-            else:
-                self.buffered -= len(item)
+        """Echo marks whose audio has all played (with ``cleared``: every pending mark)."""
+        if cleared:
+            self.was_playing = False
+            while self.playout:
+                item = self.playout.popleft()
+                if isinstance(item, str):
+                    self.marks_due.append(item)
+                else:
+                    self.buffered -= len(item)
+        else:
+            while self.playout and isinstance(self.playout[0], str):  # all before it has played
+                self.marks_due.append(self.playout.popleft())
+        due, self.marks_due = self.marks_due, []
+        for name in due:
+            self.log.marks_echoed.append((self.now_ms(), name, cleared))
+            await self._send(
+                {
+                    "event": "mark",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.log.stream_sid,
+                    "mark": {"name": name},
+                }
+            )
 
     async def _read(self) -> None:
         async for raw in self.ws:
