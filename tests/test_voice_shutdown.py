@@ -8,6 +8,7 @@ import asyncio
 
 from tests.voice_harness import VoiceRig
 from voice_pipeline.server import SHUTDOWN_LINE
+from voice_pipeline.sim.latency import Latency
 from voice_pipeline.sim.twilio_media import CallerScript, Utterance
 
 
@@ -53,3 +54,21 @@ async def test_greetings_are_ready_before_the_call(rig: VoiceRig) -> None:
         for s in tts
         for g in s.generations
     )
+
+
+async def test_a_cold_greeting_synthesized_by_two_calls_is_cached_once(rig: VoiceRig) -> None:
+    await asyncio.wait_for(rig.voice._warmup, 10)
+    rig.voice.deps.greeting_cache.clear()  # cold: both calls synthesize the greeting live …
+    rig.stack.elevenlabs.latency = Latency(realtime_factor=0.3)  # … at the same time
+    script = CallerScript(hang_up_after=None, max_seconds=7)
+    calls = await asyncio.gather(
+        *(rig.call(script, number=f"+155577705{i:02d}") for i in range(10, 12))
+    )
+    await asyncio.gather(*(rig.finish(c) for c in calls))
+    greeting = "Hey, it's Brad! Good to hear you. How's your day going?"
+    assert len(rig.voice.deps.greeting_cache) == 1
+    cached = next(iter(rig.voice.deps.greeting_cache.values()))
+    audio = b"".join(chunk for chunk, _ in cached)
+    # One greeting's audio (65 ms a character, 8 bytes a ms), not two interleaved.
+    assert len(audio) == len(greeting + " ") * 65 * 8
+    assert sum(chars for _, chars in cached) == len(greeting + " ")

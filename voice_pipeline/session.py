@@ -131,7 +131,7 @@ class SessionDeps:
     llm: LlmClient
     turn_config: Callable[[CallContext], TurnConfig]
     rates: Rates | None = None
-    greeting_cache: dict[tuple[str, ...], list[tuple[bytes, int]]] = field(default_factory=dict)
+    greeting_cache: dict[tuple[str, str], list[tuple[bytes, int]]] = field(default_factory=dict)
     lead_ms: float = 120.0
     tick_s: float = 0.25
 
@@ -161,7 +161,6 @@ class CallSession:
         self.writes: asyncio.Queue[tuple[str, tuple[Any, ...]] | None] = asyncio.Queue()
         self.end_reason = "stopped"
         self.ended = asyncio.Event()
-        self.first_media_in: float | None = None
         self._speech_end: float | None = None
         self._utterance_start: float | None = None  # the caller's current utterance began
         self._provider_down = False
@@ -174,6 +173,7 @@ class CallSession:
             on_event=self.events.put_nowait,
         )
         self.greeting_key = (ctx.voice_id, ctx.greeting or "")
+        self._greeting_chunks: list[tuple[bytes, int]] = []  # this call's greeting, as heard
         budget = ctx.budget_cents * 1_000_000 if ctx.budget_cents is not None else None
         self.meter = (
             CostMeter(deps.rates, budget, ctx.warn_percent, ctx.auto_cutoff)
@@ -285,8 +285,6 @@ class CallSession:
                     continue
                 if isinstance(event, Media):
                     m.frames_in.inc()
-                    if self.first_media_in is None:
-                        self.first_media_in = self.now()
                     await self.stt.send(event.payload)
                 elif isinstance(event, Mark):
                     self._mark_echoed(event.name)
@@ -480,9 +478,7 @@ class CallSession:
         if times.tts_first_byte is None:
             times.tts_first_byte = self.now()
         if self.say_kind.get(turn) == "greeting":
-            self.deps.greeting_cache.setdefault(("pending", *self.greeting_key), []).append(
-                (ev.audio, ev.chars)
-            )
+            self._greeting_chunks.append((ev.audio, ev.chars))
         self._enqueue(turn, ev.audio, ev.chars)
 
     def _enqueue(self, turn: int, audio: bytes, chars: int) -> None:
@@ -498,9 +494,9 @@ class CallSession:
         if turn is None or turn in self.dead_turns or turn not in self.ledgers:
             return
         if self.say_kind.get(turn) == "greeting":
-            chunks = self.deps.greeting_cache.pop(("pending", *self.greeting_key), None)
-            if chunks and len(self.deps.greeting_cache) < 256:
-                self.deps.greeting_cache[self.greeting_key] = chunks
+            # A whole greeting this call synthesized: the next call plays it from the cache.
+            if self._greeting_chunks and len(self.deps.greeting_cache) < 256:
+                self.deps.greeting_cache.setdefault(self.greeting_key, self._greeting_chunks)
         self._end_audio(turn)
 
     def _end_audio(self, turn: int) -> None:
