@@ -55,14 +55,13 @@ class Delays:
 
 
 class BenchRig:
-    def __init__(self, delays: Delays, *, idle_timeout_s: float = 60) -> None:
+    def __init__(self, delays: Delays) -> None:
         self.delays = delays
         self.tmp = Path(tempfile.mkdtemp(prefix="cmb-bench-"))
         self.proc: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
         self.pool: asyncpg.Pool | None = None
         self.token = ""
-        self.idle_timeout_s = idle_timeout_s
 
     async def start(self) -> None:
         dsn = await asyncio.to_thread(start_embedded, self.tmp / "pg", delete_on_exit=True)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from control_api.auth import client_ip
 from control_api.errors import ApiError, error_response
 from control_api.metrics import Metrics
 from control_api.ratelimit import too_many
@@ -80,8 +81,6 @@ _UNLIMITED_PREFIXES = ("/api/voice/", "/health", "/ready", "/metrics")
 @web.middleware
 async def ip_rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith(_UNLIMITED_PREFIXES):
-        from control_api.auth import client_ip
-
         wait = request.app[LIMITS].per_ip.hit(client_ip(request))
         if wait:
             err = too_many("requests from this address", wait)

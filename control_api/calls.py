@@ -33,7 +33,7 @@ from control_api.state import DB, METRICS, SETTINGS, TWILIO
 from control_api.twilio_rest import TwilioError
 from voice_pipeline.call_status import TERMINAL
 from voice_pipeline.costs import estimate_cents_per_minute, whole_cents
-from voice_pipeline.db.calls import finalize_call
+from voice_pipeline.db.calls import finalize_call, month_spend_cents
 from voice_pipeline.logs import get_logger
 from voice_pipeline.settings import Settings
 
@@ -126,13 +126,7 @@ async def create_call_record(
             )
         monthly_cap = limits["max_monthly_spend_cents"]
         if monthly_cap is not None:
-            spent = await conn.fetchval(
-                "SELECT COALESCE(sum(b.total_cost_cents), 0) FROM call_cost_breakdowns b "
-                "JOIN calls c ON c.id = b.call_id WHERE c.user_id = $1 "
-                "AND c.created_at >= date_trunc('month', now())",
-                user_id,
-            )
-            committed = whole_cents(spent) + open_calls["cents"]
+            committed = whole_cents(await month_spend_cents(conn, user_id)) + open_calls["cents"]
             if committed + min_call > monthly_cap:
                 raise ApiError(
                     402,
@@ -297,17 +291,16 @@ async def history(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/calls/scheduled")
-@api(
-    "The user's scheduled calls",
-    query=obj(
-        {"status": string(enum=["scheduled", "executing", "executed", "failed", "canceled"])}
-    ),
-    tag="calls",
+SCHEDULED_QUERY = obj(
+    {"status": string(enum=["scheduled", "executing", "executed", "failed", "canceled"])}
 )
+
+
+@routes.get("/api/calls/scheduled")
+@api("The user's scheduled calls", query=SCHEDULED_QUERY, tag="calls")
 async def list_scheduled(request: web.Request) -> web.Response:
     user = await require_user(request)
-    q = query_params(request, obj({"status": string(max_len=20)}))
+    q = query_params(request, SCHEDULED_QUERY)
     rows = await request.app[DB].fetch(
         SCHEDULED_SELECT + " WHERE s.user_id = $1 AND ($2::text IS NULL OR s.status = $2) "
         "ORDER BY s.scheduled_time",

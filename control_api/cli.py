@@ -97,6 +97,12 @@ async def _serve(
     return 0
 
 
+def _listen_error(var: str, host: str, port: int, err: OSError) -> StartupError:
+    if err.errno == errno.EADDRINUSE:
+        return StartupError(f"{var} {port} on {host} is already in use")
+    return StartupError(f"cannot listen on {host}:{port}: {err}")
+
+
 def api_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
     async def start() -> Callable[[], Awaitable[None]]:
         from aiohttp import web
@@ -110,13 +116,7 @@ def api_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Await
             await site.start()
         except OSError as err:
             await runner.cleanup()
-            if err.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"API_PORT {settings.api_port} on {settings.api_host} is already in use"
-                ) from err
-            raise StartupError(
-                f"cannot listen on {settings.api_host}:{settings.api_port}: {err}"
-            ) from err
+            raise _listen_error("API_PORT", settings.api_host, settings.api_port, err) from err
         log.info("control_api_listening", url=f"http://{settings.api_host}:{settings.api_port}")
         return runner.cleanup
 
@@ -134,12 +134,8 @@ def voice_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awa
             await server.start(settings.voice_host, settings.voice_port)
         except OSError as err:
             await pool.close()
-            if err.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"VOICE_PORT {settings.voice_port} on {settings.voice_host} is already in use"
-                ) from err
-            raise StartupError(
-                f"cannot listen on {settings.voice_host}:{settings.voice_port}: {err}"
+            raise _listen_error(
+                "VOICE_PORT", settings.voice_host, settings.voice_port, err
             ) from err
         log.info(
             "voice_server_listening",

@@ -11,6 +11,7 @@ from aiohttp import web
 from control_api.auth import require_user
 from control_api.schema import BOOLEAN, api, integer, json_body, obj, query_params, string
 from control_api.state import DB
+from voice_pipeline.db.calls import month_spend_cents
 
 routes = web.RouteTableDef()
 
@@ -75,12 +76,7 @@ async def _budget(pool: asyncpg.Pool, user_id: str) -> dict[str, Any]:
     row = await pool.fetchrow(
         f"SELECT {', '.join(BUDGET_FIELDS)} FROM user_budget_settings WHERE user_id = $1", user_id
     )
-    spent = await pool.fetchval(
-        "SELECT COALESCE(sum(b.total_cost_cents), 0) FROM call_cost_breakdowns b "
-        "JOIN calls c ON c.id = b.call_id WHERE c.user_id = $1 "
-        "AND c.created_at >= date_trunc('month', now())",
-        user_id,
-    )
+    spent = await month_spend_cents(pool, user_id)
     return {"budget": dict(row) if row else None, "month_to_date_cents": str(spent)}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -34,7 +34,6 @@ class RouteDoc:
     status: int = 200
     tags: tuple[str, ...] = ()
     form: bool = False  # application/x-www-form-urlencoded (Twilio)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def api(

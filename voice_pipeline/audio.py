@@ -38,13 +38,6 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     return audioop.lin2ulaw(data, 2)
 
 
-def ulaw_rms(data: bytes) -> int:
-    """RMS level of μ-law audio on the 16-bit linear scale (0 … 32767)."""
-    if not data:
-        return 0
-    return audioop.rms(audioop.ulaw2lin(data, 2), 2)
-
-
 def wav_to_ulaw(path: str | Path) -> bytes:
     """A WAV file (any rate, mono or stereo, 8/16-bit PCM) as 8 kHz μ-law."""
     with wave.open(str(path), "rb") as w:
@@ -61,10 +54,6 @@ def wav_to_ulaw(path: str | Path) -> bytes:
     if rate != SAMPLE_RATE:
         data, _ = audioop.ratecv(data, 2, 1, rate, SAMPLE_RATE, None)
     return audioop.lin2ulaw(data, 2)
-
-
-def ms_of_ulaw(nbytes: int) -> float:
-    return nbytes * 1000 / SAMPLE_RATE
 
 
 def split_frames(data: bytes, *, pad: bool = True) -> list[bytes]:

@@ -40,7 +40,6 @@ class Pacer:
         self._queue: deque[Out] = deque()
         self._framers: dict[int, FrameBuffer] = {}
         self._playout_end = 0.0  # ms (caller clock estimate) when queued-at-Twilio audio ends
-        self.frames_sent = 0
 
     def push_audio(self, turn: int, audio: bytes, mark: str | None) -> None:
         framer = self._framers.setdefault(turn, FrameBuffer())
@@ -83,7 +82,6 @@ class Pacer:
                 break
             out.append(self._queue.popleft())
             self._playout_end += FRAME_MS
-            self.frames_sent += 1
         return out
 
     def pending_frames(self, turn: int | None = None) -> int:

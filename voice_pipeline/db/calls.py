@@ -303,3 +303,13 @@ async def upsert_breakdown(conn: asyncpg.Connection, call_id: str) -> None:
         """,
         call_id,
     )
+
+
+async def month_spend_cents(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> Decimal:
+    """What the user's calls created this month have cost so far (finished breakdowns)."""
+    return await conn.fetchval(
+        "SELECT COALESCE(sum(b.total_cost_cents), 0) FROM call_cost_breakdowns b "
+        "JOIN calls c ON c.id = b.call_id WHERE c.user_id = $1 "
+        "AND c.created_at >= date_trunc('month', now())",
+        user_id,
+    )

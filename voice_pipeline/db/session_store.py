@@ -3,10 +3,13 @@ transcript and per-turn latency as they happen, and the metrics at the end."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from voice_pipeline.costs import whole_cents
+from voice_pipeline.db.calls import month_spend_cents
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,6 @@ class CallContext:
     warn_percent: int = 75
     auto_cutoff: bool = True
     rate_version_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class BindRefused(Exception):
@@ -134,12 +136,7 @@ async def _call_budget(
         return None
     caps = [b["max_cost_per_call_cents"]] if b["max_cost_per_call_cents"] is not None else []
     if b["max_monthly_spend_cents"] is not None:
-        spent = await conn.fetchval(
-            "SELECT COALESCE(ceil(sum(ccb.total_cost_cents)), 0)::bigint "
-            "FROM call_cost_breakdowns ccb JOIN calls c ON c.id = ccb.call_id "
-            "WHERE c.user_id = $1 AND c.created_at >= date_trunc('month', now())",
-            user_id,
-        )
+        spent = whole_cents(await month_spend_cents(conn, user_id))
         others = await conn.fetchval(
             "SELECT COALESCE(sum(COALESCE(budget_cents, estimated_cost_cents)), 0)::bigint "
             "FROM calls WHERE user_id = $1 AND id <> $2 AND finalized_at IS NULL "

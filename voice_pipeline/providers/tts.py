@@ -52,12 +52,6 @@ class _Ctx:
     opened: bool = False
 
 
-@dataclass
-class TtsStats:
-    characters: int = 0  # characters sent for synthesis (billed)
-    reconnects: int = 0
-
-
 class ElevenLabsTTS:
     def __init__(
         self,
@@ -82,7 +76,6 @@ class ElevenLabsTTS:
         self.voice_settings = voice_settings
         self.on_event = on_event
         self.max_reconnects = max_reconnects
-        self.stats = TtsStats()
         self._ws: ClientConnection | None = None
         self._contexts: dict[str, _Ctx] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -119,7 +112,6 @@ class ElevenLabsTTS:
         self._ws = ws
         self._reader = asyncio.create_task(self._read(ws), name="tts-reader")
         if reconnect:
-            self.stats.reconnects += 1
             for cid, ctx in self._contexts.items():  # resend what never came back as audio
                 if ctx.closed and ctx.covered >= len(ctx.text):
                     continue
@@ -150,7 +142,6 @@ class ElevenLabsTTS:
         async with self._lock:
             ctx = self._contexts.setdefault(cid, _Ctx())
             ctx.text += text
-            self.stats.characters += len(text)
             for _ in range(2):
                 ws = await self._ensure()
                 try:

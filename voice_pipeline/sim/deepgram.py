@@ -42,7 +42,7 @@ from aiohttp import WSMsgType, web
 
 from voice_pipeline.audio import alaw_to_pcm16, ulaw_to_pcm16
 from voice_pipeline.sim.latency import Latency
-from voice_pipeline.sim.signals import ScriptBook, decode_number
+from voice_pipeline.sim.signals import ScriptBook, decode_number, utterance_ms
 
 BOOL_PARAMS = (
     "interim_results",
@@ -104,8 +104,6 @@ class ScriptedRecognizer:
         words = self._text(audio).split()
         if not words:
             return ""
-        from voice_pipeline.sim.signals import utterance_ms
-
         share = min(1.0, speech_ms / utterance_ms(" ".join(words)))
         return " ".join(words[: int(len(words) * share)])
 
