@@ -168,7 +168,18 @@ def create_app(
 ) -> web.Application:
     """The control API. Tests may inject a pool, a Twilio client and limits; a scheduler
     interval of 0 disables the scheduled-call loop."""
-    from control_api import admin, auth, calls, credits, health, openapi, personas, scheduler, voice
+    from control_api import (
+        admin,
+        auth,
+        calls,
+        credits,
+        health,
+        openapi,
+        personas,
+        scheduler,
+        softphone,
+        voice,
+    )
 
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -193,6 +204,6 @@ def create_app(
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(scheduler.scheduler_ctx)
     app.router.add_routes(health.routes)
-    for module in (auth, personas, calls, voice, credits, admin, openapi):
+    for module in (auth, personas, calls, voice, credits, admin, softphone, openapi):
         module.setup(app)
     return app

@@ -79,6 +79,7 @@ def log_providers(settings: Settings) -> None:
 
 async def _serve(
     starters: list[Callable[[], Awaitable[Callable[[], Awaitable[None]]]]],
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Start each service, wait for SIGINT/SIGTERM, then stop them in reverse order."""
     stop = asyncio.Event()
@@ -89,6 +90,8 @@ async def _serve(
     try:
         for start in starters:
             stoppers.append(await start())
+        if on_ready is not None:
+            on_ready()
         await stop.wait()
         log.info("shutting_down")
     finally:
@@ -160,19 +163,69 @@ async def cmd_serve_voice(settings: Settings, args: argparse.Namespace) -> int:
     return await _serve([voice_starter(settings)])
 
 
-def sim_starter(settings: Settings) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
+def sim_starter(
+    settings: Settings, summary: dict[str, str] | None = None
+) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
+    """The stand-ins, with the local engines behind them unless CALLMEBACK_ENGINES=scripted."""
+
     async def start() -> Callable[[], Awaitable[None]]:
+        from voice_pipeline.sim.local import LocalEngines, load_engines
         from voice_pipeline.sim.stack import SimStack
 
-        stack = SimStack(settings)
+        engines = LocalEngines()
+        if settings.engines == "auto":
+            print("loading the local engines (Whisper, Piper, llama.cpp) …", flush=True)
+            engines = await load_engines(settings.data_dir / "models")
+        else:
+            engines.summary = dict.fromkeys(("stt", "tts", "llm"), "scripted (CALLMEBACK_ENGINES)")
+        log.info("local_engines", **engines.summary)
+        stack = SimStack(settings, engines=engines)
         try:
             urls = await stack.start()
         except OSError as err:
+            engines.close()
             raise StartupError(f"cannot start the provider stand-ins: {err}") from err
         log.info("stand_ins_listening", **urls)
+        if summary is not None:
+            behind = {"deepgram": "stt", "llm": "llm", "elevenlabs": "tts"}
+            modes = settings.provider_modes()
+            for name, url in urls.items():
+                if modes[name] != "stand-in":
+                    continue
+                what = engines.summary.get(behind.get(name, ""), "")
+                summary[name] = f"stand-in {url}" + (f" — {what}" if what else "")
         return stack.stop
 
     return start
+
+
+def print_summary(settings: Settings, dsn: str, providers: dict[str, str]) -> None:
+    """One human-readable block: what runs where (the logs carry the same as events)."""
+    db = f"embedded PostgreSQL ({settings.data_dir / 'pg'})" if not settings.database_url else dsn
+    rows = [
+        ("control API", settings.public_base_url),
+        ("softphone", f"{settings.public_base_url}/phone"),
+        (
+            "voice server",
+            f"{settings.voice_ws_url} (listening on {settings.voice_host}:{settings.voice_port})",
+        ),
+        ("database", db),
+        *(
+            (name, providers.get(name, "real"))
+            for name in ("twilio", "deepgram", "llm", "elevenlabs")
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "callmeback is up:"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines += [
+        "",
+        "  talk to a persona: open the softphone, or in another terminal run",
+        "    .venv/bin/callmeback call --persona brad",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
@@ -204,13 +257,16 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     log.info("database", dsn=redact_dsn(dsn), embedded=settings.database_url is None)
     await _migrate(settings)
     log_providers(settings)
+    providers: dict[str, str] = {}
     starters = [voice_starter(settings), api_starter(settings)]
     if "stand-in" in settings.provider_modes().values():
-        starters.insert(0, sim_starter(settings))
+        starters.insert(0, sim_starter(settings, providers))
     log.info(
         "stack", api=f"http://{settings.api_host}:{settings.api_port}", voice=settings.voice_ws_url
     )
-    return await _serve(starters)
+    return await _serve(
+        starters, on_ready=lambda: print_summary(settings, redact_dsn(dsn), providers)
+    )
 
 
 async def cmd_call(settings: Settings, args: argparse.Namespace) -> int:

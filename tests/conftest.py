@@ -27,6 +27,9 @@ from voice_pipeline.settings import Settings
 TEMPLATE_DB = "cmb_template_" + uuid.uuid4().hex[:8]
 
 configure_logging("console", os.environ.get("TEST_LOG_LEVEL", "warning"))
+# The stand-ins speak tone-coded speech and scripted replies in `make test`, even where the local
+# engines are installed (they are exercised by `make test-engines`); subprocesses inherit this.
+os.environ.setdefault("CALLMEBACK_ENGINES", "scripted")
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -93,6 +93,9 @@ class Settings:
     rates: Rates
     twilio_is_real: bool = field(default=False)
     sim_ports: dict[str, int] = field(default_factory=lambda: dict(SIM_PORTS))
+    # What speaks behind the stand-ins: "auto" = the local engines that are installed (Whisper,
+    # Piper, llama.cpp), "scripted" = tone-coded speech and scripted replies (tests, benchmarks).
+    engines: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -242,6 +245,10 @@ def _load(env: Mapping[str, str]) -> Settings:
     for origin in cors:
         _url("CORS_ORIGINS", origin, ("http", "https"))
 
+    engines = get("CALLMEBACK_ENGINES", "auto") or "auto"
+    if engines not in ("auto", "scripted"):
+        raise ConfigError("CALLMEBACK_ENGINES", f"must be auto or scripted, not {engines!r}")
+
     # Dev/test Twilio identity for the stand-in: fixed, obviously fake, never a real credential.
     sim_sid = "AC" + "0" * 32
     return Settings(
@@ -285,6 +292,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         ),
         twilio_is_real=twilio_real,
         sim_ports=sim_ports,
+        engines=engines,
     )
 
 

@@ -15,8 +15,9 @@ Follows protocols.md §2 (checklist §2.8):
   over long silence, and ``Metadata`` then close 1000 after ``CloseStream``.
 
 Time in messages is *stream time* (seconds of audio received), as Deepgram's is. Speech is
-found by energy on the decoded audio; the words come from a pluggable :class:`Recognizer`
-(scripted by default: the caller's utterance code, see signals.py).
+found by a pluggable :class:`SpeechDetector` on the decoded audio (energy by default, Silero VAD
+with the local engines); the words come from a pluggable :class:`Recognizer` (scripted by
+default: the caller's utterance code, see signals.py; Whisper with the local engines).
 
 Choices where protocols.md is silent: interim results every 200 ms of speech; an endpoint is
 ``endpointing`` ms of silence after speech (``endpointing=false``: finals at
@@ -33,6 +34,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -85,6 +87,23 @@ class Recognizer(Protocol):
     def interim(self, audio: bytes, speech_ms: float) -> str: ...
 
     async def final(self, audio: bytes) -> str: ...
+
+
+class SpeechDetector(Protocol):
+    """Per stream: is this 20 ms of 16-bit PCM speech? (Stateful: one per session.)"""
+
+    def is_speech(self, pcm: np.ndarray) -> bool: ...
+
+
+class EnergyDetector:
+    def is_speech(self, pcm: np.ndarray) -> bool:
+        if not len(pcm):
+            return False
+        return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) >= SPEECH_RMS
+
+
+def energy_detector(sample_rate: int) -> SpeechDetector:
+    return EnergyDetector()
 
 
 class ScriptedRecognizer:
@@ -183,6 +202,7 @@ class DeepgramSim:
         *,
         api_key: str | None = None,
         recognizer: Recognizer | None = None,
+        detector: Callable[[int], SpeechDetector] | None = None,
         book: ScriptBook | None = None,
         latency: Latency | None = None,
         timeout: float = 10.0,
@@ -190,6 +210,7 @@ class DeepgramSim:
         self.api_key = api_key  # None: any key is accepted (a key is still required)
         self.book = book or ScriptBook()
         self.recognizer = recognizer or ScriptedRecognizer(self.book)
+        self.detector = detector or energy_detector  # sample rate -> a fresh detector
         self.latency = latency or Latency()
         self.timeout = timeout
         self.faults = DeepgramFaults()
@@ -261,6 +282,7 @@ class ListenSession:
         self.closed_with: tuple[int, str] | None = None
         self.control: list[str] = []
         self._sender_task: asyncio.Task[None] | None = None
+        self.detector = sim.detector(params.sample_rate or 8000)
 
     # ------------------------------------------------------------------ I/O
     async def run(self) -> None:
@@ -397,9 +419,8 @@ class ListenSession:
         for i in range(0, len(data), step):
             chunk = data[i : i + step]
             pcm = np.frombuffer(self._pcm(chunk)[: len(chunk) * 2 // bytes_per_sample], dtype="<i2")
-            rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
             frame_s = len(chunk) / bytes_per_sample / rate
-            await self._frame(chunk, rms >= SPEECH_RMS, frame_s)
+            await self._frame(chunk, self.detector.is_speech(pcm), frame_s)
             self.stream_s += frame_s
 
     async def _frame(self, chunk: bytes, speech: bool, frame_s: float) -> None:

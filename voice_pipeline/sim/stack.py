@@ -1,7 +1,8 @@
 """All four stand-ins in one process, sharing the scripted caller's ScriptBook.
 
 Used by ``callmeback sim``, ``callmeback up`` (when keys are missing), the end-to-end tests and
-the benchmark (which runs it in a separate process from the server under test).
+the benchmark (which runs it in a separate process from the server under test). With
+``engines`` (sim/local), real speech and a real model answer behind the same protocols.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from voice_pipeline.sim.deepgram import DeepgramSim
 from voice_pipeline.sim.elevenlabs import ElevenLabsSim
 from voice_pipeline.sim.latency import Latency
 from voice_pipeline.sim.llm import LlmSim
+from voice_pipeline.sim.local import LocalEngines
 from voice_pipeline.sim.signals import ScriptBook
 from voice_pipeline.sim.twilio import TwilioSim
 from voice_pipeline.sim.twilio_media import CallerScript, MediaStreamCaller, Utterance
@@ -37,9 +39,11 @@ class SimStack:
         latencies: Latencies | None = None,
         ring_delay: float = 0.3,
         default_script: CallerScript | None = None,
+        engines: LocalEngines | None = None,
     ) -> None:
         lat = latencies or Latencies()
         self.settings = settings
+        self.engines = engines or LocalEngines()
         self.book = ScriptBook()
         self.twilio = TwilioSim(
             settings.twilio_account_sid, settings.twilio_auth_token, ring_delay=ring_delay
@@ -50,15 +54,29 @@ class SimStack:
         self.twilio.on_stream = self.caller
         # Not part of Twilio's API: lets `callmeback call` tell the stand-in's caller what to say.
         self.twilio.app.router.add_post("/_sim/callers", self._register_caller)
+        # Not part of Twilio's API either: the browser softphone's line (see Handset).
+        self.twilio.app.router.add_get("/_sim/phone", self.caller.phone_socket)
+        eng = self.engines
         self.deepgram = DeepgramSim(
-            api_key=settings.deepgram_api_key, book=self.book, latency=lat.deepgram
+            api_key=settings.deepgram_api_key,
+            book=self.book,
+            latency=lat.deepgram,
+            recognizer=eng.recognizer,
+            detector=eng.detector,
         )
         self.llm = LlmSim(
             api_key=settings.llm_api_key,
             latency=lat.llm,
             models=(settings.llm_model, "gpt-oss-120b", "local"),
+            engine=eng.llm,
         )
-        self.elevenlabs = ElevenLabsSim(api_key=settings.elevenlabs_api_key, latency=lat.elevenlabs)
+        self.elevenlabs = ElevenLabsSim(
+            api_key=settings.elevenlabs_api_key,
+            latency=lat.elevenlabs,
+            synthesizer=eng.synthesizer,
+            # Piper wants whole clauses (prosody); the tone voice is cut into ~40-char chunks.
+            chunk_chars=1000 if eng.synthesizer is not None else 40,
+        )
         self._runners: list[web.AppRunner] = []
         self.urls: dict[str, str] = {}
 
@@ -73,6 +91,8 @@ class SimStack:
                 )
                 for u in body["utterances"]
             ]
+            if len(utterances) > 50 or any(len(u.text) > 500 for u in utterances):
+                raise ValueError("at most 50 utterances of at most 500 characters")
             script = CallerScript(
                 utterances=utterances,
                 hang_up_after=float(body.get("hang_up_after", 1.5)),
@@ -81,6 +101,9 @@ class SimStack:
             number = str(body["to"])
         except (ValueError, KeyError, TypeError) as err:
             return web.json_response({"error": f"bad caller script: {err}"}, status=400)
+        if self.engines.synthesizer is not None:  # the caller speaks real words
+            for u in utterances:
+                u.ulaw = await self.engines.synthesizer.speak_ulaw(u.text)
         self.caller.scripts[number] = script
         return web.json_response({"to": number, "utterances": len(utterances)}, status=201)
 
@@ -114,3 +137,4 @@ class SimStack:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        self.engines.close()

@@ -16,6 +16,12 @@ Plays Twilio's side of protocols.md §1.2–1.5 as a client of the server under 
 
 The caller is scripted (:class:`CallerScript`): utterances spoken when the persona has been
 quiet for a while, or barging in a given time into the persona's speech; DTMF digits; hang-up.
+Or it is a person: a :class:`Handset` (the browser softphone, ``GET /_sim/phone``) registered
+for the called number lends its microphone and earpiece to the stream, so the pipeline sees
+exactly the frames Twilio would send. The handset's socket (not part of Twilio's API): binary
+frames of 160 μ-law bytes each way (microphone in, earpiece out, at the pace the earpiece plays
+them); text frames ``{"type": "hangup"}`` from the page and ``ready``/``connected``/``clear``/
+``ended`` to it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from aiohttp import WSMsgType, web
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 
@@ -52,6 +59,9 @@ class Utterance:
     after_silence: float = 0.6
     # … or, if set, barge in this long after the persona *started* its current audio.
     barge_in_after: float | None = None
+    # Real speech (8 kHz μ-law, e.g. from Piper) sent as it is, without the utterance code:
+    # for a real recognizer (local engines), which needs no help to know the words.
+    ulaw: bytes | None = None
 
 
 @dataclass
@@ -95,8 +105,40 @@ class StreamLog:
         return b"".join(bytes(h.audio) for h in self.heard)
 
 
+MIC_BUFFER_FRAMES = 10  # 200 ms: a handset that sends faster than real time loses the oldest
+
+
+class Handset:
+    """A person's phone for the stand-in: the softphone page on a WebSocket."""
+
+    def __init__(self, ws: web.WebSocketResponse, number: str) -> None:
+        self.ws = ws
+        self.number = number
+        self.mic: deque[bytes] = deque(maxlen=MIC_BUFFER_FRAMES)
+        self.hung_up = asyncio.Event()
+        self.in_call = False
+        self._partial = b""
+
+    def heard(self, data: bytes) -> None:
+        """Microphone audio from the page: re-cut into 20 ms frames."""
+        data = self._partial + data
+        cut = len(data) - len(data) % FRAME_BYTES
+        self.mic.extend(data[i : i + FRAME_BYTES] for i in range(0, cut, FRAME_BYTES))
+        self._partial = data[cut:]
+
+    async def notify(self, kind: str, **fields: Any) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_json({"type": kind, **fields})
+
+    async def play(self, audio: bytes) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_bytes(audio)
+
+
 class MediaStreamCaller:
-    """``TwilioSim.on_stream`` implementation: one scripted caller per stream."""
+    """``TwilioSim.on_stream`` implementation: one scripted caller (or handset) per stream."""
 
     def __init__(
         self,
@@ -113,9 +155,47 @@ class MediaStreamCaller:
         self.default_script = default_script or CallerScript(hang_up_after=None, max_seconds=30)
         self.connect_timeout = connect_timeout
         self.logs: dict[str, StreamLog] = {}  # by CallSid
+        self.handsets: dict[str, Handset] = {}  # by phone number
+
+    async def phone_socket(self, request: web.Request) -> web.WebSocketResponse:
+        """``GET /_sim/phone?to=+1555…``: the softphone registers as the phone of a number."""
+        number = request.query.get("to", "")
+        if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
+            raise web.HTTPBadRequest(text="to must be an E.164 number")
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=20)
+        await ws.prepare(request)
+        handset = Handset(ws, number)
+        previous = self.handsets.get(number)
+        if previous is not None:  # the newest page owns the number
+            previous.hung_up.set()
+            await previous.ws.close(code=4000, message=b"replaced by another softphone")
+        self.handsets[number] = handset
+        await handset.notify("ready", to=number)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    if handset.in_call:
+                        handset.heard(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    with contextlib.suppress(ValueError, AttributeError):
+                        if json.loads(msg.data).get("type") == "hangup":
+                            handset.hung_up.set()
+        finally:
+            handset.hung_up.set()
+            if self.handsets.get(number) is handset:
+                del self.handsets[number]
+        return ws
 
     async def __call__(self, call: SimCall, stream: StreamRequest) -> None:
+        handset = self.handsets.get(call.to)
+        if handset is not None and handset.in_call:
+            handset = None  # busy: a second call to the same softphone gets the default caller
         script = self.scripts.get(call.to, self.default_script)
+        if handset is not None:
+            script = CallerScript(hang_up_after=None, max_seconds=4 * 3600, wait_for_greeting=False)
+            handset.in_call = True
+            handset.hung_up.clear()
+            handset.mic.clear()
         log = StreamLog(stream_sid="MZ" + secrets.token_hex(16), call_sid=call.sid)
         self.logs[call.sid] = log
         signature = self.validator.compute_signature(stream.url, {})
@@ -127,11 +207,17 @@ class MediaStreamCaller:
                 max_size=2**22,
                 ping_interval=None,
             ) as ws:
-                await _Session(ws, call, stream, script, log, self.book).run()
+                if handset is not None:
+                    await handset.notify("connected", call_sid=call.sid, stream_sid=log.stream_sid)
+                await _Session(ws, call, stream, script, log, self.book, handset).run()
         except (OSError, websockets.InvalidHandshake, TimeoutError) as err:
             log.errors.append(f"connect: {err}")
         except websockets.ConnectionClosed as err:
             log.close_code = err.rcvd.code if err.rcvd else None
+        finally:
+            if handset is not None:
+                handset.in_call = False
+                await handset.notify("ended", call_sid=call.sid, close_code=log.close_code)
 
 
 class _Session:
@@ -143,8 +229,10 @@ class _Session:
         script: CallerScript,
         log: StreamLog,
         book: ScriptBook,
+        handset: Handset | None = None,
     ) -> None:
         self.ws = ws
+        self.handset = handset
         self.call = call
         self.stream = stream
         self.script = script
@@ -210,12 +298,17 @@ class _Session:
         raw = sorted(script.raw)
         deadline = time.monotonic()
         last_reply_done: float | None = None
+        handset = self.handset
         while not self.done.is_set() and not self.call.ended.is_set():
+            if handset is not None and handset.hung_up.is_set():
+                break
             now = time.monotonic()
             elapsed = now - self.t0
             if elapsed > script.max_seconds:
                 break
-            self._play_one_frame()
+            played = self._play_one_frame()
+            if handset is not None and played:
+                await handset.play(played)
             persona_playing = self.buffered > 0
             # Decide whether to start the next utterance.
             if pending and not self.inbound:
@@ -260,7 +353,10 @@ class _Session:
                 _, junk = raw.pop(0)
                 self.log.events.append((self.now_ms(), "raw", len(junk)))
                 await self.ws.send(junk.replace("{streamSid}", self.log.stream_sid))
-            frame = self.inbound.popleft() if self.inbound else SILENCE_FRAME
+            if handset is not None:
+                frame = handset.mic.popleft() if handset.mic else SILENCE_FRAME
+            else:
+                frame = self.inbound.popleft() if self.inbound else SILENCE_FRAME
             self.chunk += 1
             await self._send(
                 {
@@ -291,6 +387,8 @@ class _Session:
         audio = encode_utterance(number, text)
         if utt.wav is not None:
             audio = audio[: CODE_MS * 8] + wav_to_ulaw(utt.wav)
+        if utt.ulaw is not None:
+            audio = utt.ulaw
         frames = split_frames(audio)
         start = self.now_ms()
         self.inbound.extend(frames)
@@ -300,7 +398,7 @@ class _Session:
         self.log.said.append((start, end, text))
         self.log.events.append((start, "say", text))
 
-    def _play_one_frame(self) -> None:
+    def _play_one_frame(self) -> bytes:
         """Consume 20 ms of the playout buffer, as the caller's earpiece would.
 
         Marks are passed as playback reaches them (no silence is spent on them, as on a real
@@ -339,6 +437,7 @@ class _Session:
                 self.greeting_heard = True
                 self.persona_started = None
                 self.persona_quiet_since = time.monotonic()
+        return bytes(played)
 
     async def _flush_marks(self, *, cleared: bool = False) -> None:
         """Echo marks whose audio has all played (with ``cleared``: every pending mark)."""
@@ -405,6 +504,8 @@ class _Session:
             elif event == "clear":
                 self.log.clears.append(t)
                 self.log.events.append((t, "clear", None))
+                if self.handset is not None:  # the page drops what it has not played yet
+                    await self.handset.notify("clear")
                 await self._flush_marks(cleared=True)
                 self.buffered = 0
                 self.persona_started = None
