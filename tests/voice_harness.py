@@ -21,6 +21,7 @@ from tests.cli_helpers import free_port
 from tests.conftest import make_settings
 from voice_pipeline.server import VoiceConfig, VoiceServer
 from voice_pipeline.settings import Settings
+from voice_pipeline.sim.local import LocalEngines
 from voice_pipeline.sim.stack import Latencies, SimStack
 from voice_pipeline.sim.twilio_media import CallerScript, StreamLog
 
@@ -75,10 +76,11 @@ async def voice_rig(
     *,
     config: VoiceConfig | None = None,
     latencies: Latencies | None = None,
+    engines: LocalEngines | None = None,
     **env: str,
 ) -> AsyncIterator[VoiceRig]:
     base = make_settings(tmp_path, db_dsn, TWILIO_ACCOUNT_SID=SID, TWILIO_AUTH_TOKEN=TOKEN)
-    stack = SimStack(base, latencies=latencies, ring_delay=0.05)
+    stack = SimStack(base, latencies=latencies, ring_delay=0.05, engines=engines)
     urls = await stack.start(ports={"twilio": 0, "deepgram": 0, "elevenlabs": 0, "llm": 0})
     api_port, voice_port = free_port(), free_port()
     settings = make_settings(
@@ -116,4 +118,5 @@ async def voice_rig(
         await http.close()
         await voice.stop()
         await api.close()
+        stack.engines = LocalEngines()  # shared engines outlive the rig (module fixture)
         await stack.stop()

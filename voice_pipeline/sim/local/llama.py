@@ -44,6 +44,7 @@ class LlamaEngine:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
         self._waiting = 0
+        self.history: list[tuple[int, str]] = []  # (completion tokens, finish) per generation
 
     def _load(self) -> None:
         from llama_cpp import Llama
@@ -125,6 +126,7 @@ class _LlamaSource:
                     break
             # llama.cpp keeps the evaluated context: prompt = everything evaluated minus the reply.
             self._prompt = max(0, int(llm.n_tokens) - self._completion)
+            self.engine.history.append((self._completion, self._finish))
         except Exception as err:  # the client must see an end, whatever happened
             log.warning("llama_generation_failed", error=str(err))
             self._finish = "stop"  # the reply ends where it broke; the log says why

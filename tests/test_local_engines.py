@@ -1,0 +1,178 @@
+"""Guards the local engines behind the stand-ins: Piper speech → Silero + Whisper answering as
+Deepgram (SpeechStarted, a speech_final with the words, UtteranceEnd); llama.cpp answering as
+Cerebras through the official openai SDK (streamed text, usage from the model's tokenizer, a
+reply stopped when its client leaves); and a whole call on them, where the caller's words reach
+the transcript and what the caller heard is what the transcript says the persona said."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from openai import AsyncOpenAI
+
+from tests.engines_harness import engines  # noqa: F401  (fixture)
+from tests.voice_harness import VoiceRig, voice_rig
+from voice_pipeline.sim.deepgram import DeepgramSim
+from voice_pipeline.sim.llm import LlmSim
+from voice_pipeline.sim.local import LocalEngines
+from voice_pipeline.sim.twilio_media import CallerScript, Utterance
+
+pytestmark = pytest.mark.engines
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> None:  # noqa: F811
+    speech = await engines.synthesizer.speak_ulaw("Can you help me plan a workout for today?")
+    audio = b"\xff" * 4000 + speech + b"\xff" * 16000  # 0.5 s silence, speech, 2 s silence
+    sim = DeepgramSim(api_key="k", recognizer=engines.recognizer, detector=engines.detector)
+    runner, host = await serve(sim.app)
+    query = (
+        "encoding=mulaw&sample_rate=8000&interim_results=true&endpointing=300"
+        "&utterance_end_ms=1000&vad_events=true&punctuate=true"
+    )
+    got: list[dict] = []
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                f"ws://{host}/v1/listen?{query}", headers={"Authorization": "Token k"}
+            ) as ws,
+        ):
+            for i in range(0, len(audio), 160):
+                await ws.send_bytes(audio[i : i + 160])
+            await ws.send_str(json.dumps({"type": "CloseStream"}))
+            async for msg in ws:
+                got.append(json.loads(msg.data))
+    finally:
+        await runner.cleanup()
+    kinds = [m["type"] for m in got]
+    finals = [m for m in got if m["type"] == "Results" and m["is_final"] and m["speech_final"]]
+    assert "SpeechStarted" in kinds and kinds[-1] == "Metadata"
+    assert len(finals) == 1, got
+    text = finals[0]["channel"]["alternatives"][0]["transcript"]
+    assert {"help", "plan", "workout", "today"} <= words(text), text
+    assert kinds.index("SpeechStarted") < got.index(finals[0]) < kinds.index("UtteranceEnd")
+    # Stream time: the speech starts about 0.5 s in, where the audio put it.
+    started = next(m for m in got if m["type"] == "SpeechStarted")["timestamp"]
+    assert 0.3 <= started <= 0.8
+
+
+async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:  # noqa: F811
+    sim = LlmSim(api_key="k", engine=engines.llm)
+    runner, host = await serve(sim.app)
+    client = AsyncOpenAI(base_url=f"http://{host}/v1", api_key="k", max_retries=0)
+    messages = [
+        {"role": "system", "content": "You are Brad, a fitness coach on the phone. Be brief."},
+        {"role": "user", "content": "How long should I rest between sets?"},
+    ]
+    try:
+        stream = await client.chat.completions.create(
+            model="gpt-oss-120b",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=40,
+        )
+        text, usage, pieces = "", None, 0
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+                pieces += 1
+            usage = chunk.usage or usage
+        assert len(words(text)) >= 3, text
+        assert usage is not None and usage.completion_tokens == pieces
+        assert usage.prompt_tokens > 20  # counted by the model's tokenizer, system prompt included
+        assert engines.llm.history[-1][0] == pieces
+
+        # A client that leaves mid-reply (barge-in) stops the generation.
+        stream = await client.chat.completions.create(
+            model="gpt-oss-120b",
+            messages=[{"role": "user", "content": "Count slowly from one to one hundred."}],
+            stream=True,
+            max_completion_tokens=150,
+        )
+        seen = 0
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen += 1
+            if seen >= 3:
+                break
+        await stream.close()
+        # The next request waits for the engine's worker: by then the cut reply has ended.
+        again = await client.chat.completions.create(
+            model="gpt-oss-120b", messages=messages, max_completion_tokens=5
+        )
+        assert again.choices[0].message.content
+        cut_tokens, _ = engines.llm.history[-2]
+        assert cut_tokens < 150
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def engine_rig(
+    tmp_path: Path,
+    db: asyncpg.Pool,
+    db_dsn: str,
+    engines: LocalEngines,  # noqa: F811
+) -> AsyncIterator[VoiceRig]:
+    async for rig in voice_rig(tmp_path, db, db_dsn, engines=engines):
+        yield rig
+
+
+async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngines) -> None:  # noqa: F811
+    lines = ["Hey Brad, can you help me plan a workout for today?", "Thanks, that is all."]
+    utterances = []
+    for line in lines:
+        utterances.append(Utterance(line, ulaw=await engines.synthesizer.speak_ulaw(line)))
+    script = CallerScript(utterances=utterances, hang_up_after=1.5, max_seconds=120)
+    call = await engine_rig.call(script)
+    log = await engine_rig.finish(call, timeout=150)
+    rows = await engine_rig.db.fetch(
+        "SELECT speaker, text, start_ms, end_ms, interrupted FROM call_transcripts "
+        "WHERE call_id = $1 ORDER BY seq",
+        call["id"],
+    )
+    caller = [r["text"] for r in rows if r["speaker"] == "caller"]
+    persona = [r for r in rows if r["speaker"] != "caller"]
+    assert len(caller) == 2, rows
+    assert {"plan", "workout"} <= words(caller[0]), caller
+    assert "thanks" in words(caller[1]) or "thank" in words(caller[1]), caller
+    # The greeting and an answer to each line, generated (not the scripted stand-in's echo).
+    assert len(persona) >= 3, rows
+    assert not any("you said" in r["text"].lower() for r in persona)
+    # What the caller heard after the first line is the persona's first answer: transcribe it.
+    said_end = log.said[0][1]
+    answer = b"".join(bytes(h.audio) for h in log.heard if said_end <= h.start_ms < log.said[1][0])
+    assert len(answer) > 8000  # more than a second of speech
+    heard_text = await engines.recognizer.final(answer)
+    first_answer = next(r for r in persona if r["start_ms"] >= said_end - 50)
+    overlap = words(heard_text) & words(first_answer["text"])
+    assert len(overlap) >= min(3, len(words(first_answer["text"]))), (
+        heard_text,
+        first_answer["text"],
+    )
+    # Caller-side voice-to-voice (end of speech → first persona audio), for the record only.
+    for _start, end, _ in log.said:
+        first = next((h.start_ms for h in log.heard if h.start_ms >= end), None)
+        if first is not None:
+            print(f"voice-to-voice (caller side): {first - end:.0f} ms")
