@@ -49,8 +49,8 @@ def _static(name: str, request: web.Request) -> web.Response:
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": (
-                f"default-src 'self'; connect-src 'self' {origin}; media-src 'self' blob:; img-src 'self' data:; "
-                "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+                f"default-src 'self'; connect-src 'self' {origin}; media-src 'self' blob:; "
+                "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
             ),
         },
     )
