@@ -106,6 +106,7 @@ class StreamLog:
 
 
 MIC_BUFFER_FRAMES = 10  # 200 ms: a handset that sends faster than real time loses the oldest
+MIC_PRIME_FRAMES = 3  # 60 ms of jitter buffer, refilled after each underrun
 
 
 class Handset:
@@ -118,6 +119,18 @@ class Handset:
         self.hung_up = asyncio.Event()
         self.in_call = False
         self._partial = b""
+        self._priming = True
+
+    def next_frame(self) -> bytes:
+        """20 ms for the Media Stream. A jitter buffer: the page's frames arrive with network
+        and timer jitter, so play from 60 ms behind and, after running dry, wait for 60 ms
+        again; one silent frame in the middle of a word is what a caller would hear as a click."""
+        if self._priming and len(self.mic) < MIC_PRIME_FRAMES:
+            return SILENCE_FRAME
+        self._priming = False
+        frame = self.mic.popleft()
+        self._priming = not self.mic
+        return frame
 
     def heard(self, data: bytes) -> None:
         """Microphone audio from the page: re-cut into 20 ms frames."""
@@ -354,7 +367,7 @@ class _Session:
                 self.log.events.append((self.now_ms(), "raw", len(junk)))
                 await self.ws.send(junk.replace("{streamSid}", self.log.stream_sid))
             if handset is not None:
-                frame = handset.mic.popleft() if handset.mic else SILENCE_FRAME
+                frame = handset.next_frame()
             else:
                 frame = self.inbound.popleft() if self.inbound else SILENCE_FRAME
             self.chunk += 1
