@@ -84,7 +84,10 @@ def build(data_dir: Path) -> int:
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
     }
     cmd = [
+        # --no-cache-dir: pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS, and would
+        # hand back a wheel built with other flags (a native build that crashes on AMX CPUs).
         sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python",
+        "--no-cache-dir",
         "--disable-pip-version-check", "-v", f"llama-cpp-python=={VERSION}", "-w", str(wheels),
     ]  # fmt: skip
     started = time.monotonic()
