@@ -217,10 +217,13 @@ class ElevenLabsSim:
         )
         await asyncio.sleep(self.latency.first_result())
         await resp.prepare(request)
-        for piece in _pieces(text, self.chunk_chars):
-            pcm = await self.synthesizer.synthesize(piece, rate_of(fmt))
-            await resp.write(encode(pcm, fmt))
-        await resp.write_eof()
+        try:
+            for piece in _pieces(text, self.chunk_chars):
+                pcm = await self.synthesizer.synthesize(piece, rate_of(fmt))
+                await resp.write(encode(pcm, fmt))
+            await resp.write_eof()
+        except ConnectionResetError:  # the client went away: nothing left to send
+            pass
         return resp
 
     # ------------------------------------------------------------------ WebSockets
