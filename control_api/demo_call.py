@@ -78,7 +78,7 @@ def _latency_line(row: dict[str, Any]) -> str:
 
     return (
         f"    ⏱  turn {row['turn_id']}: voice-to-voice {row['voice_to_voice_ms']} ms "
-        f"(endpoint→STT final {d('speech_end_ms', 'stt_final_ms')}, "
+        f"(speech end→STT final {d('speech_end_ms', 'stt_final_ms')}, "
         f"LLM first token {d('stt_final_ms', 'llm_first_token_ms')}, "
         f"TTS first byte {d('llm_first_token_ms', 'tts_first_byte_ms')}, "
         f"to first frame {d('tts_first_byte_ms', 'first_media_ms')})"

@@ -135,8 +135,9 @@ async def test_softphone_call_in_headless_chromium(
     assert not errors, errors
     caller = [r for r in state["t"] if r["speaker"] == "caller"]
     persona = [r for r in state["t"] if r["speaker"] != "caller"]
-    assert len(caller) == 1 and {"push", "ups", "day"} & words(caller[0]["text"]), state["t"]
-    assert len(words(caller[0]["text"]) & words(QUESTION)) >= 4, caller
+    assert len(caller) == 1, state["t"]
+    asked = caller[0]["text"].lower()
+    assert sum(stem in asked for stem in ("how many", "push", "every", "day")) >= 3, caller
     answer = next(r for r in persona if r["start_ms"] > caller[0]["start_ms"])
     assert answer["text"] and answer["text"] in shown and caller[0]["text"] in shown
     assert "voice-to-voice" in latency_shown

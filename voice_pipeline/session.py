@@ -362,8 +362,12 @@ class CallSession:
         return False
 
     def _final_heard(self, event: Final) -> None:
-        # End of caller speech ≈ when the final arrived minus the endpointing silence.
-        self._speech_end = max(0.0, event.t - self.ctx.endpointing_ms)
+        # End of caller speech: where its last word ended (stream time mapped to our clock);
+        # failing that, when the final arrived minus the endpointing silence.
+        if event.speech_end is not None:
+            self._speech_end = event.speech_end
+        else:
+            self._speech_end = max(0.0, event.t - self.ctx.endpointing_ms)
 
     def _begin_turn(self, turn: int, kind: str) -> None:
         self.live_turn = turn

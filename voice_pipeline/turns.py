@@ -55,6 +55,7 @@ class Final:
     t: float
     text: str
     speech_final: bool
+    speech_end: float | None = None  # when the last word ended, on the session clock (ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,22 @@
 
 Caller audio goes in untouched (``encoding=mulaw&sample_rate=8000``). Results come out as the
 turn machine's events. If the socket drops mid-call it is reopened at once and the audio since
-the last final result is sent again, so the utterance in progress is not lost. (Deepgram's
-timestamps restart at 0 on a new socket; the session uses its own clock, never them.)
+the last final result is sent again, so the utterance in progress is not lost.
+
+Deepgram's timestamps are *stream time* on the current socket (they restart at 0 on a new
+one). The session lives on its own clock, so each socket keeps a map from stream time to when
+that audio was sent (which is when it arrived from Twilio): a final's last word end then says
+when the caller stopped speaking, whatever the recognizer took to decide — the start of the
+voice-to-voice measure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +33,28 @@ log = get_logger("voice_pipeline.stt")
 
 SttEvent = SpeechStarted | Interim | Final | UtteranceEnd
 MAX_REPLAY_BYTES = 8000 * 10  # at most 10 s of audio is resent after a reconnect
+STREAM_MAP_POINTS = 3000  # stream time -> session clock, one point per send (60 s of frames)
+
+
+class StreamClock:
+    """Stream time on one socket (seconds of audio sent) -> session clock (ms) at sending."""
+
+    def __init__(self) -> None:
+        self.sent_s = 0.0
+        self._ends: deque[float] = deque(maxlen=STREAM_MAP_POINTS)  # stream time after a send
+        self._at: deque[float] = deque(maxlen=STREAM_MAP_POINTS)  # session ms of that send
+
+    def sent(self, seconds: float, at_ms: float) -> None:
+        self.sent_s += seconds
+        self._ends.append(self.sent_s)
+        self._at.append(at_ms)
+
+    def when(self, stream_s: float) -> float | None:
+        """When the audio at ``stream_s`` was sent (None: unknown, e.g. forgotten)."""
+        if not self._ends or stream_s < self._ends[0] - 1.0:
+            return None
+        i = bisect.bisect_left(self._ends, stream_s)
+        return self._at[min(i, len(self._at) - 1)]
 
 
 def deepgram_client(settings: Settings) -> AsyncDeepgramClient:
@@ -61,6 +90,7 @@ class DeepgramSTT:
         self._task: asyncio.Task[None] | None = None
         self.failed = asyncio.Event()
         self.last_send = time.monotonic()
+        self.stream_clock = StreamClock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stt")
@@ -76,6 +106,7 @@ class DeepgramSTT:
             await conn.send_media(audio)
         except websockets.ConnectionClosed:
             return
+        self.stream_clock.sent(len(audio) / 8000, self.clock())
         self.audio_seconds += len(audio) / 8000
         self.last_send = time.monotonic()
 
@@ -112,10 +143,13 @@ class DeepgramSTT:
                     punctuate="true",
                     smart_format="true",
                 ) as conn:
+                    self.stream_clock = StreamClock()  # stream time restarts at 0
                     if attempt:
                         replay = bytes(self._since_final)
                         for i in range(0, len(replay), 3200):  # 0.4 s per frame, fast catch-up
                             await conn.send_media(replay[i : i + 3200])
+                            # Replayed audio was heard earlier than now; "now" errs late, safely.
+                            self.stream_clock.sent(len(replay[i : i + 3200]) / 8000, self.clock())
                         log.warning(
                             "stt_reconnected", attempt=attempt, replayed_s=len(replay) / 8000
                         )
@@ -146,9 +180,14 @@ class DeepgramSTT:
             alt = msg.channel.alternatives[0] if msg.channel.alternatives else None
             text = (alt.transcript or "").strip() if alt else ""
             if msg.is_final:
+                speech_end = None
                 if text:
                     self._since_final.clear()
-                self.on_event(Final(now, text, bool(msg.speech_final)))
+                    words = alt.words if alt is not None and alt.words else None
+                    end_s = words[-1].end if words else (msg.start or 0) + (msg.duration or 0)
+                    at = self.stream_clock.when(float(end_s))
+                    speech_end = min(at, now) if at is not None else None
+                self.on_event(Final(now, text, bool(msg.speech_final), speech_end))
             elif text:
                 self.on_event(Interim(now, text))
         elif kind == "ListenV1SpeechStarted":
