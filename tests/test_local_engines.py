@@ -129,6 +129,18 @@ async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:  # noqa
         assert again.choices[0].message.content
         cut_tokens, _ = engines.llm.history[-2]
         assert cut_tokens < 150
+
+        # A call long enough to overflow the model's context still gets answers.
+        long_call = [messages[0]]
+        for i in range(120):
+            long_call.append({"role": "user", "content": f"Set {i}: " + "squats and lunges " * 8})
+            long_call.append({"role": "assistant", "content": "Great, keep going! " * 5})
+        long_call.append(messages[1])
+        reply = await client.chat.completions.create(
+            model="gpt-oss-120b", messages=long_call, max_completion_tokens=20
+        )
+        assert reply.choices[0].message.content
+        assert reply.usage is not None and reply.usage.prompt_tokens < engines.llm.n_ctx
     finally:
         await client.close()
         await runner.cleanup()

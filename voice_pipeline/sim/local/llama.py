@@ -7,7 +7,10 @@ time (two cores cannot run two 0.5 B models usefully); up to ``max_waiting`` mor
 turn, beyond that the stand-in answers 429 as Cerebras would. A reply whose client went away
 (barge-in) stops generating at the next token.
 
-Usage is counted by the model's own tokenizer, so the meter sees real token counts.
+Usage is counted by the model's own tokenizer, so the meter sees real token counts. A long
+call's history that would overflow the model's context loses its oldest turns (the system
+prompt stays), as a hosted model's context-window management would; one message too long by
+itself is cut.
 """
 
 from __future__ import annotations
@@ -86,6 +89,26 @@ def _clean(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+TURN_OVERHEAD = 8  # chat-template tokens around each message
+
+
+def fit(messages: list[dict[str, str]], count: Any, budget: int) -> list[dict[str, str]]:
+    """Drop the oldest non-system turns until the prompt fits ``budget`` tokens."""
+    sizes = [count(m["content"]) + TURN_OVERHEAD for m in messages]
+    keep = list(range(len(messages)))
+    while sum(sizes[i] for i in keep) > budget:
+        droppable = [i for i in keep[:-1] if messages[i]["role"] != "system"]
+        if not droppable:
+            break
+        keep.remove(droppable[0])
+    out = [dict(messages[i]) for i in keep]
+    over = sum(sizes[i] for i in keep) - budget
+    if over > 0 and out:  # one message too long by itself: keep its end (the latest words)
+        last = out[-1]["content"]
+        out[-1]["content"] = last[-max(0, len(last) - 4 * over) :] if len(last) > 4 * over else ""
+    return out
+
+
 class _LlamaSource:
     reasoning = ""
 
@@ -105,8 +128,10 @@ class _LlamaSource:
         try:
             if self._stop.is_set():
                 return
+            budget = self.engine.n_ctx - self.limit - 64
+            messages = fit(self.messages, lambda t: len(llm.tokenize(t.encode(), False)), budget)
             stream = llm.create_chat_completion(
-                messages=self.messages,
+                messages=messages,
                 stream=True,
                 max_tokens=self.limit,
                 temperature=0.7,
