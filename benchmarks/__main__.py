@@ -37,6 +37,12 @@ def main() -> int:
     p = sub.add_parser("latency", parents=[common], help="voice-to-voice, barge-in, greeting")
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument(
+        "--engines",
+        choices=("scripted", "local"),
+        default="scripted",
+        help="local: Whisper, llama.cpp and Piper behind the stand-ins (make engines first)",
+    )
     p = sub.add_parser("scale", parents=[common], help="ramp concurrent calls")
     p.add_argument("--levels", default="10,50,100,200,400,800")
     p = sub.add_parser("soak", parents=[common], help="sequential calls; RSS and fds")
@@ -51,9 +57,14 @@ def main() -> int:
         args.endpointing_ms, args.llm_first_ms, args.llm_tokens_per_s, args.tts_first_ms
     )
     if args.command == "latency":
-        report = _run(latency.run(args.calls, args.concurrency, delays, args.ramp_s))
+        report = _run(
+            latency.run(
+                args.calls, args.concurrency, delays, args.ramp_s, engines=args.engines == "local"
+            )
+        )
         latency.print_table(report)
-        path = latency.save(report, f"latency-c{args.concurrency}")
+        suffix = "-local" if args.engines == "local" else ""
+        path = latency.save(report, f"latency-c{args.concurrency}{suffix}")
         png = plots.latency_cdf(
             report.pop("stages"),
             path.with_suffix(".png"),

@@ -10,6 +10,10 @@ Each call: greeting; the caller asks for a plan; while the persona answers, the 
   token, the tokens of the first clause at the configured rate, TTS first byte);
 - barge-in: start of the caller's interrupting speech → ``clear`` received; stale frames: persona
   audio received after the ``clear`` and before the caller finished speaking (must be 0).
+
+With ``--engines local`` the stand-ins answer with Whisper, llama.cpp and Piper (the caller's
+lines spoken by Piper) and no configured delays: voice-to-voice is then what the offline stack
+costs on this machine, and there is no server-added figure.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import conversation, measure, responder, stage_values, summarize
 from benchmarks.rig import BenchRig, Delays
+from voice_pipeline.settings import REPO_ROOT
+from voice_pipeline.sim.local import LocalEngines, load_engines
 from voice_pipeline.sim.twilio_media import CallerScript
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,25 +70,50 @@ async def run_calls(
         async with sem:
             s: CallerScript = script()
             log = await rig.call(s, f"+1{(base + i) % 10**10:010d}")
-            results.append(measure(log, rig.delays))
+            results.append(measure(log, None if rig.engines else rig.delays))
             progress(label, len(results), calls)
 
     await asyncio.gather(*(one(i) for i in range(calls)))
     return results
 
 
-async def run(calls: int, concurrency: int, delays: Delays, ramp_s: float = 5.0) -> dict[str, Any]:
-    rig = BenchRig(delays)
+async def spoken(engines: LocalEngines) -> Callable[[], CallerScript]:
+    """The same conversation, spoken by Piper (for Whisper behind the Deepgram stand-in)."""
+    lines = {
+        u.text: await engines.synthesizer.speak_ulaw(u.text) for u in conversation().utterances
+    }
+
+    def script() -> CallerScript:
+        s = conversation()
+        for u in s.utterances:
+            u.ulaw = lines[u.text]
+        return s
+
+    return script
+
+
+async def run(
+    calls: int, concurrency: int, delays: Delays, ramp_s: float = 5.0, engines: bool = False
+) -> dict[str, Any]:
+    local = None
+    if engines:
+        local = await load_engines(REPO_ROOT / ".data" / "models")
+        if None in (local.recognizer, local.synthesizer, local.llm):
+            raise SystemExit(f"local engines missing (run `make engines`): {local.summary}")
+    rig = BenchRig(delays, engines=local)
     await rig.start()
     rig.stack.llm.responder = responder
+    script = conversation if local is None else await spoken(local)
     cpu0, t0, driver0 = rig.cpu_seconds(), time.monotonic(), time.process_time()
     try:
-        results = await run_calls(rig, calls, concurrency, ramp_s)
+        results = await run_calls(rig, calls, concurrency, ramp_s, script=script)
     finally:
         cpu = rig.cpu_seconds() - cpu0
         driver_cpu = time.process_time() - driver0
         wall = time.monotonic() - t0
         await rig.stop()
+        if local is not None:
+            local.close()
     stages = stage_values(results)
     barge = [b for r in results for b in r["barge_in"]]
     call_minutes = wall * min(concurrency, calls) / 60
@@ -90,7 +122,8 @@ async def run(calls: int, concurrency: int, delays: Delays, ramp_s: float = 5.0)
         "calls": calls,
         "concurrency": concurrency,
         "ramp_s": ramp_s,
-        "delays": asdict(delays),
+        "delays": asdict(delays) if local is None else None,
+        "engines": local.summary if local is not None else None,
         "summary": [summarize(k, v) for k, v in stages.items()],
         "stale_frames_after_clear": sum(b["stale_frames"] for b in barge),
         "barge_ins_without_clear": sum(1 for b in barge if b["clear_ms"] is None),
@@ -111,7 +144,7 @@ async def run(calls: int, concurrency: int, delays: Delays, ramp_s: float = 5.0)
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"\nlatency: {report['calls']} calls, concurrency {report['concurrency']}, "
-        f"delays {report['delays']}"
+        f"delays {report['delays'] or report['engines']}"
     )
     print(f"{'metric':<22}{'n':>5}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}   (ms)")
     for row in report["summary"]:

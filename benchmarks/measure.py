@@ -48,7 +48,8 @@ def first_clause_tokens(text: str) -> int:
     return len(re.findall(r"\s*\S+", clause))
 
 
-def measure(log: StreamLog, delays: Delays) -> dict[str, Any]:
+def measure(log: StreamLog, delays: Delays | None) -> dict[str, Any]:
+    """One call's figures; ``delays`` None (local engines): no configured delay to subtract."""
     media = [t for t, _ in log.media_received]
     out: dict[str, Any] = {
         "greeting_ms": media[0] if media else None,
@@ -56,19 +57,21 @@ def measure(log: StreamLog, delays: Delays) -> dict[str, Any]:
         "barge_in": [],
         "errors": list(log.errors),
     }
-    per_token = 1000 / delays.llm_tokens_per_s
     for start, end, text in log.said:
-        reply = STOP_REPLY if "stop" in text.lower() else PLAN
-        configured = (
-            delays.endpointing_ms
-            + delays.llm_first_ms
-            + (first_clause_tokens(reply) - 1) * per_token
-            + delays.tts_first_ms
-        )
         first = next((t for t in media if t > end), None)
         if first is not None:
             v2v = first - end
-            out["turns"].append({"voice_to_voice_ms": v2v, "server_added_ms": v2v - configured})
+            turn = {"voice_to_voice_ms": v2v}
+            if delays is not None:
+                reply = STOP_REPLY if "stop" in text.lower() else PLAN
+                configured = (
+                    delays.endpointing_ms
+                    + delays.llm_first_ms
+                    + (first_clause_tokens(reply) - 1) * 1000 / delays.llm_tokens_per_s
+                    + delays.tts_first_ms
+                )
+                turn["server_added_ms"] = v2v - configured
+            out["turns"].append(turn)
         if "stop" in text.lower() and len(log.said) > 1:
             clear = next((c for c in log.clears if c >= start), None)
             stale = [t for t in media if clear is not None and clear < t < end]
@@ -112,6 +115,6 @@ def stage_values(results: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {
         "greeting_ms": [r["greeting_ms"] for r in results if r["greeting_ms"] is not None],
         "voice_to_voice_ms": [t["voice_to_voice_ms"] for t in turns],
-        "server_added_ms": [t["server_added_ms"] for t in turns],
+        "server_added_ms": [t["server_added_ms"] for t in turns if "server_added_ms" in t],
         "barge_in_clear_ms": [b["clear_ms"] for b in barge if b["clear_ms"] is not None],
     }

@@ -27,6 +27,7 @@ from voice_pipeline.db.migrate import migrate
 from voice_pipeline.db.pool import connect, create_pool
 from voice_pipeline.settings import Settings
 from voice_pipeline.sim.latency import Latency
+from voice_pipeline.sim.local import LocalEngines
 from voice_pipeline.sim.stack import Latencies, SimStack
 from voice_pipeline.sim.twilio_media import CallerScript, StreamLog
 
@@ -55,8 +56,9 @@ class Delays:
 
 
 class BenchRig:
-    def __init__(self, delays: Delays) -> None:
+    def __init__(self, delays: Delays, engines: LocalEngines | None = None) -> None:
         self.delays = delays
+        self.engines = engines  # local engines behind the stand-ins: their latency is real
         self.tmp = Path(tempfile.mkdtemp(prefix="cmb-bench-"))
         self.proc: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -82,7 +84,10 @@ class BenchRig:
             "TWILIO_AUTH_TOKEN": TOKEN,
         }
         self.stack = SimStack(
-            Settings.from_env(env_base), latencies=self.delays.latencies(), ring_delay=0.05
+            Settings.from_env(env_base),
+            latencies=self.delays.latencies() if self.engines is None else None,
+            ring_delay=0.05,
+            engines=self.engines,
         )
         urls = await self.stack.start(ports={"twilio": 0, "deepgram": 0, "elevenlabs": 0, "llm": 0})
         api, voice = free_port(), free_port()
