@@ -11,18 +11,20 @@ import shutil
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import numpy as np
 import pytest
-from playwright.async_api import Page, async_playwright
-from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.engines_harness import engines  # noqa: F401  (fixture)
 from tests.voice_harness import VoiceRig, voice_rig
 from voice_pipeline.sim.local import LocalEngines
 
-pytestmark = pytest.mark.engines
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+pytestmark = pytest.mark.engines  # playwright (the local extra) is imported only when run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUESTION = "How many push ups should I do every day?"
@@ -59,6 +61,8 @@ async def mic_file(path: Path, synth: object) -> Path:
 
 
 async def wait_for(page: Page, condition: str, timeout_s: float) -> None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     try:
         await page.wait_for_function(condition, timeout=timeout_s * 1000, polling=250)
     except PlaywrightTimeout:
@@ -74,6 +78,8 @@ async def test_softphone_call_in_headless_chromium(
     engines: LocalEngines,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    from playwright.async_api import async_playwright
+
     wav = await mic_file(tmp_path / "question.wav", engines.synthesizer)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
