@@ -24,6 +24,9 @@ from voice_pipeline.db.pool import connect, create_pool
 from voice_pipeline.logs import configure_logging
 from voice_pipeline.settings import Settings
 
+# `engines` and `engine_rig` for the engine tests (make test-engines); loading them is cheap.
+pytest_plugins = ["tests.engines_harness"]
+
 TEMPLATE_DB = "cmb_template_" + uuid.uuid4().hex[:8]
 
 configure_logging("console", os.environ.get("TEST_LOG_LEVEL", "warning"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import asyncpg
 import pytest_asyncio
 
+from tests.voice_harness import VoiceRig, voice_rig
 from voice_pipeline.settings import REPO_ROOT
 from voice_pipeline.sim.local import LocalEngines, load_engines
 
@@ -28,3 +31,12 @@ async def engines() -> AsyncIterator[LocalEngines]:
     assert not missing, f"local engines missing: {missing}: {loaded.summary}"
     yield loaded
     loaded.close()
+
+
+@pytest_asyncio.fixture
+async def engine_rig(
+    tmp_path: Path, db: asyncpg.Pool, db_dsn: str, engines: LocalEngines
+) -> AsyncIterator[VoiceRig]:
+    """The whole product on loopback with the local engines behind the stand-ins."""
+    async for rig in voice_rig(tmp_path, db, db_dsn, engines=engines):
+        yield rig

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
 
-from tests.engines_harness import engines  # noqa: F401  (fixture)
-from tests.voice_harness import VoiceRig, voice_rig
+from tests.voice_harness import VoiceRig
 from voice_pipeline.sim.deepgram import DeepgramSim
 from voice_pipeline.sim.llm import LlmSim
 from voice_pipeline.sim.local import LocalEngines
@@ -45,7 +41,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"127.0.0.1:{runner.addresses[0][1]}"
 
 
-async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> None:  # noqa: F811
+async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> None:
     speech = await engines.synthesizer.speak_ulaw("Can you help me plan a workout for today?")
     audio = b"\xff" * 4000 + speech + b"\xff" * 16000  # 0.5 s silence, speech, 2 s silence
     sim = DeepgramSim(api_key="k", recognizer=engines.recognizer, detector=engines.detector)
@@ -81,7 +77,7 @@ async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> N
     assert 0.3 <= started <= 0.8
 
 
-async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:  # noqa: F811
+async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:
     sim = LlmSim(api_key="k", engine=engines.llm)
     runner, host = await serve(sim.app)
     client = AsyncOpenAI(base_url=f"http://{host}/v1", api_key="k", max_retries=0)
@@ -146,18 +142,7 @@ async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:  # noqa
         await runner.cleanup()
 
 
-@pytest.fixture
-async def engine_rig(
-    tmp_path: Path,
-    db: asyncpg.Pool,
-    db_dsn: str,
-    engines: LocalEngines,  # noqa: F811
-) -> AsyncIterator[VoiceRig]:
-    async for rig in voice_rig(tmp_path, db, db_dsn, engines=engines):
-        yield rig
-
-
-async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngines) -> None:  # noqa: F811
+async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngines) -> None:
     lines = [
         "Hey Brad, can you help me plan a workout for today?",
         "How long should I rest between sets?",

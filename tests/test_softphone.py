@@ -9,16 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncpg
 import numpy as np
 import pytest
 
-from tests.engines_harness import engines  # noqa: F401  (fixture)
-from tests.voice_harness import VoiceRig, voice_rig
+from tests.voice_harness import VoiceRig
 from voice_pipeline.sim.local import LocalEngines
 
 if TYPE_CHECKING:
@@ -33,17 +30,6 @@ MIC_RATE = 48000
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
-
-
-@pytest.fixture
-async def phone_rig(
-    tmp_path: Path,
-    db: asyncpg.Pool,
-    db_dsn: str,
-    engines: LocalEngines,  # noqa: F811
-) -> AsyncIterator[VoiceRig]:
-    async for rig in voice_rig(tmp_path, db, db_dsn, engines=engines):
-        yield rig
 
 
 async def mic_file(path: Path, synth: object) -> Path:
@@ -74,8 +60,8 @@ async def wait_for(page: Page, condition: str, timeout_s: float) -> None:
 
 
 async def test_softphone_call_in_headless_chromium(
-    phone_rig: VoiceRig,
-    engines: LocalEngines,  # noqa: F811
+    engine_rig: VoiceRig,
+    engines: LocalEngines,
     tmp_path: Path,
 ) -> None:
     from playwright.async_api import async_playwright
@@ -109,7 +95,7 @@ async def test_softphone_call_in_headless_chromium(
                 "response",
                 lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None,
             )
-            await page.goto(f"{phone_rig.settings.public_base_url}/phone")
+            await page.goto(f"{engine_rig.settings.public_base_url}/phone")
             await page.fill("#email", "softphone@example.com")
             await page.fill("#password", "softphone-password")
             await page.click("#signup")
