@@ -145,7 +145,8 @@ async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:
 async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngines) -> None:
     lines = [
         "Hey Brad, can you help me plan a workout for today?",
-        "How long should I rest between sets?",
+        # Not "rest between sets": Whisper base hears "respite ween sets" 2 times in 5 at 8 kHz.
+        "How many sets should I do for each exercise?",
         "Thanks, that is all.",
     ]
     utterances = []
@@ -163,7 +164,7 @@ async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngin
     persona = [r for r in rows if r["speaker"] != "caller"]
     assert len(caller) == 3, rows
     assert found(("help", "plan", "workout", "today"), caller[0]) >= 3, caller
-    assert found(("long", "rest", "between", "set"), caller[1]) >= 3, caller
+    assert found(("many", "sets", "each", "exercise"), caller[1]) >= 3, caller
     assert found(("thank", "all"), caller[2]) >= 1, caller
     # The greeting and an answer to each line, generated (not the scripted stand-in's echo).
     assert len(persona) >= 4, rows
