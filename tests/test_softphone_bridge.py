@@ -133,6 +133,10 @@ async def test_a_call_through_the_handset_bridge(rig: VoiceRig) -> None:
     sim_call = await rig.stack.twilio.wait_ended(call["twilio_call_sid"], 15)
     if sim_call.stream_task is not None:
         await sim_call.stream_task
+    for _ in range(100):  # the voice session writes its last rows as it ends
+        if call["id"] not in rig.voice.sessions:
+            break
+        await asyncio.sleep(0.05)
     rows = await rig.db.fetch(
         "SELECT speaker, text FROM call_transcripts WHERE call_id = $1 ORDER BY seq", call["id"]
     )
