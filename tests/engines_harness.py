@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from voice_pipeline.settings import REPO_ROOT
 from voice_pipeline.sim.local import LocalEngines, load_engines
 
 MODELS_DIR = REPO_ROOT / ".data" / "models"  # the same cache `make run` fills
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def found(stems: tuple[str, ...], text: str) -> int:
+    """How many of ``stems`` occur in ``text`` ("help" in "helped": Piper's voice varies a
+    little from one synthesis to the next, and Whisper's spelling with it)."""
+    return sum(stem in text.lower() for stem in stems)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -7,13 +7,13 @@ the transcript and what the caller heard is what the transcript says the persona
 from __future__ import annotations
 
 import json
-import re
 
 import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
+from tests.engines_harness import found, words
 from tests.voice_harness import VoiceRig
 from voice_pipeline.sim.deepgram import DeepgramSim
 from voice_pipeline.sim.llm import LlmSim
@@ -23,29 +23,13 @@ from voice_pipeline.sim.twilio_media import CallerScript, Utterance
 pytestmark = pytest.mark.engines
 
 
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower()))
-
-
-def found(stems: tuple[str, ...], text: str) -> int:
-    """How many of ``stems`` occur in ``text`` ("help" in "helped": Piper's voice varies a
-    little from one synthesis to the next, and Whisper's spelling with it)."""
-    return sum(stem in text.lower() for stem in stems)
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
-
-
 async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> None:
     speech = await engines.synthesizer.speak_ulaw("Can you help me plan a workout for today?")
     audio = b"\xff" * 4000 + speech + b"\xff" * 16000  # 0.5 s silence, speech, 2 s silence
     sim = DeepgramSim(api_key="k", recognizer=engines.recognizer, detector=engines.detector)
-    runner, host = await serve(sim.app)
+    server = TestServer(sim.app, host="127.0.0.1", port=0)
+    await server.start_server()
+    host = f"127.0.0.1:{server.port}"
     query = (
         "encoding=mulaw&sample_rate=8000&interim_results=true&endpointing=300"
         "&utterance_end_ms=1000&vad_events=true&punctuate=true"
@@ -64,7 +48,7 @@ async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> N
             async for msg in ws:
                 got.append(json.loads(msg.data))
     finally:
-        await runner.cleanup()
+        await server.close()
     kinds = [m["type"] for m in got]
     finals = [m for m in got if m["type"] == "Results" and m["is_final"] and m["speech_final"]]
     assert "SpeechStarted" in kinds and kinds[-1] == "Metadata"
@@ -79,7 +63,9 @@ async def test_whisper_and_silero_answer_as_deepgram(engines: LocalEngines) -> N
 
 async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:
     sim = LlmSim(api_key="k", engine=engines.llm)
-    runner, host = await serve(sim.app)
+    server = TestServer(sim.app, host="127.0.0.1", port=0)
+    await server.start_server()
+    host = f"127.0.0.1:{server.port}"
     client = AsyncOpenAI(base_url=f"http://{host}/v1", api_key="k", max_retries=0)
     messages = [
         {"role": "system", "content": "You are Brad, a fitness coach on the phone. Be brief."},
@@ -139,7 +125,7 @@ async def test_llama_answers_as_cerebras(engines: LocalEngines) -> None:
         assert reply.usage is not None and reply.usage.prompt_tokens < engines.llm.n_ctx
     finally:
         await client.close()
-        await runner.cleanup()
+        await server.close()
 
 
 async def test_a_call_on_local_engines(engine_rig: VoiceRig, engines: LocalEngines) -> None:

@@ -122,9 +122,6 @@ class ScriptedSource:
     async def aclose(self) -> None:
         return None
 
-    def whole_delay(self) -> float:
-        return self.latency.per_token() * len(self._tokens)
-
 
 def usage_dict(prompt: int, completion: int) -> dict[str, Any]:
     return {
@@ -308,12 +305,8 @@ class LlmSim:
 
     async def _whole(self, log: LlmRequestLog, ans: _Answer) -> web.Response:
         source, cid, created, model = ans.source, ans.cid, ans.created, ans.model
-        delay = self.latency.first_result()
-        if isinstance(source, ScriptedSource):
-            delay += source.whole_delay()
-            source.latency = Latency()  # the whole reply's pace is paid here, once
-        await asyncio.sleep(delay)
-        text = "".join([t async for t in source.tokens()])
+        await asyncio.sleep(self.latency.first_result())
+        text = "".join([t async for t in source.tokens()])  # at the source's own pace
         finish, usage = source.finish(), source.usage()
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if source.reasoning:

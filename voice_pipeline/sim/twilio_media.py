@@ -135,9 +135,8 @@ class Handset:
     def heard(self, data: bytes) -> None:
         """Microphone audio from the page: re-cut into 20 ms frames."""
         data = self._partial + data
-        cut = len(data) - len(data) % FRAME_BYTES
-        self.mic.extend(data[i : i + FRAME_BYTES] for i in range(0, cut, FRAME_BYTES))
-        self._partial = data[cut:]
+        self.mic.extend(split_frames(data, pad=False))
+        self._partial = data[len(data) - len(data) % FRAME_BYTES :]
 
     async def notify(self, kind: str, **fields: Any) -> None:
         if not self.ws.closed:
@@ -396,12 +395,12 @@ class _Session:
 
     def _say(self, utt: Utterance) -> None:
         text = utt.text
-        number = self.book.register(text)
-        audio = encode_utterance(number, text)
-        if utt.wav is not None:
-            audio = audio[: CODE_MS * 8] + wav_to_ulaw(utt.wav)
-        if utt.ulaw is not None:
+        if utt.ulaw is not None:  # real speech for a real recognizer: no code, no book entry
             audio = utt.ulaw
+        else:
+            audio = encode_utterance(self.book.register(text), text)
+            if utt.wav is not None:
+                audio = audio[: CODE_MS * 8] + wav_to_ulaw(utt.wav)
         frames = split_frames(audio)
         start = self.now_ms()
         self.inbound.extend(frames)

